@@ -1,0 +1,158 @@
+"""Rollouts with a Hugging Face causal LM and its KV cache, on CPU or one GPU.
+
+A plain sampling loop rather than ``model.generate``: every completion has its own token budget
+(curricula give one per prompt), a finished row (EOS or budget reached) leaves the decode batch at
+once so that work follows the real lengths, and the log-probability of each sampled token under the
+policy comes back with it. Sampling is temperature then nucleus (top-p), as in vLLM and HF.
+"""
+from __future__ import annotations
+
+import torch
+
+from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.types import Problem, Rollouts
+
+
+def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set to -inf every logit outside the smallest set of tokens whose probability mass reaches
+    ``top_p`` (Holtzman et al. 2020); the most likely token always stays."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    mass_before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+class HFRollout:
+    """Samples ``group_size`` completions per prompt with per-prompt max-new-token budgets.
+
+    ``temperature=0`` decodes greedily. The log-probs returned in ``Rollouts.logp_NT`` are those of
+    the untempered policy (what the trainer computes), so they equal the trainer's old-policy
+    log-probs only when sampling at temperature 1 with top_p 1.
+    """
+
+    def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0) -> None:
+        if temperature < 0:
+            raise ValueError(f"rollout.temperature={temperature} must be >= 0")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"rollout.top_p={top_p} must be in (0, 1]")
+        self.temperature = temperature
+        self.top_p = top_p
+        self.tokenizer = load_tokenizer(model)
+        self.model = load_model(model).eval()
+        self.model.requires_grad_(False)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state_dict)
+
+    def encode_prompts(self, problems: list[Problem]) -> list[list[int]]:
+        return [self.tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]
+
+    @torch.no_grad()
+    def generate(self, problems: list[Problem], group_size: int, budgets: list[int]) -> Rollouts:
+        if len(budgets) != len(problems):
+            raise ValueError(f"{len(budgets)} budgets for {len(problems)} prompts")
+        prompt_ids = self.encode_prompts(problems)
+        rows = [ids for ids in prompt_ids for _ in range(group_size)]
+        budget_N = torch.tensor([b for b in budgets for _ in range(group_size)], dtype=torch.long)
+        tokens_NT, logp_NT, steps_N = self._sample(rows, budget_N)
+        eos = self.tokenizer.eos_token_id
+        completion_ids, texts, lengths, truncated = [], [], [], []
+        for row in range(len(rows)):
+            ids = tokens_NT[row, : steps_N[row]].tolist()
+            ended = bool(ids) and ids[-1] == eos
+            completion_ids.append(ids)
+            body = ids[:-1] if ended else ids
+            texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
+            lengths.append(len(body))
+            truncated.append(not ended)
+        return Rollouts(
+            problems=list(problems),
+            group_size=group_size,
+            prompt_ids=prompt_ids,
+            completion_ids=completion_ids,
+            texts=texts,
+            length_tokens_N=torch.tensor(lengths, dtype=torch.long),
+            truncated_N=torch.tensor(truncated, dtype=torch.bool),
+            budget_tokens_N=budget_N,
+            logp_NT=logp_NT[:, : int(steps_N.max())] if len(rows) else logp_NT,
+        )
+
+    def _pick(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next token per row and its log-prob under the untempered policy."""
+        logits = logits.float()
+        if self.temperature == 0:
+            token = logits.argmax(-1)
+        else:
+            probs = nucleus_filter(logits / self.temperature, self.top_p).softmax(-1)
+            token = torch.multinomial(probs, 1).squeeze(1)
+        logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(1)
+        return token, logp
+
+    def _prefill(self, rows: list[list[int]]):
+        from transformers import DynamicCache
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: every row's next token is at column `width`
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            attention[i, width - len(r):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.logits[:, -1], cache, attention.to(self.device)
+
+    def _sample(self, rows: list[list[int]], budget_N: torch.Tensor):
+        """Decode until every row has emitted EOS or used its budget. Returns the sampled tokens
+        (N, max budget), their log-probs, and the number of tokens each row produced."""
+        n_rows = len(rows)
+        max_budget = int(budget_N.max()) if len(budget_N) else 0
+        tokens_NT = torch.full((n_rows, max_budget), self.tokenizer.pad_token_id, dtype=torch.long)
+        logp_NT = torch.zeros((n_rows, max_budget))
+        steps_N = torch.zeros(n_rows, dtype=torch.long)
+        if n_rows == 0 or max_budget == 0:
+            return tokens_NT, logp_NT, steps_N
+        logits, cache, attention = self._prefill(rows)
+        positions = attention.sum(-1)
+        active = torch.arange(n_rows)
+        budget_active = budget_N.clone()
+        eos = self.tokenizer.eos_token_id
+        for step in range(max_budget):
+            token, logp = self._pick(logits)
+            token, logp = token.cpu(), logp.cpu()
+            tokens_NT[active, step] = token
+            logp_NT[active, step] = logp
+            done = (token == eos) | (budget_active <= step + 1)
+            steps_N[active[done]] = step + 1
+            if bool(done.all()):
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(1)
+                active, budget_active, token = active[keep], budget_active[keep], token[keep]
+                keep_dev = keep.to(self.device)
+                cache.batch_select_indices(keep_dev)
+                attention, positions = attention[keep_dev], positions[keep_dev]
+            ones = torch.ones((len(active), 1), dtype=attention.dtype, device=self.device)
+            attention = torch.cat([attention, ones], dim=1)
+            out = self.model(
+                input_ids=token[:, None].to(self.device),
+                attention_mask=attention,
+                position_ids=positions[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            positions = positions + 1
+            logits = out.logits[:, -1]
+        return tokens_NT, logp_NT, steps_N

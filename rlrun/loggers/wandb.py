@@ -1,0 +1,56 @@
+"""Weights & Biases logging, offline by default so that no account is needed.
+
+Offline runs land in ``<run dir>/wandb/offline-run-*`` and can be uploaded later with
+``wandb sync``; ``logger.mode=online`` logs live for users with an account. The W&B run id is kept
+in ``<run dir>/wandb_run_id`` so that a resumed rlrun run continues the same W&B run. Metrics also
+go to ``metrics.jsonl`` (the run directory's own record).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rlrun.loggers.jsonl import JsonlLogger
+
+MODES = ("offline", "online", "disabled")
+
+
+class WandbLogger:
+    def __init__(
+        self,
+        out_dir: str,
+        mode: str = "offline",
+        project: str = "rlrun",
+        name: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"logger.mode={mode!r} is not one of {list(MODES)}")
+        import wandb
+
+        self.jsonl = JsonlLogger(out_dir)
+        id_file = os.path.join(out_dir, "wandb_run_id")
+        run_id = open(id_file).read().strip() if os.path.exists(id_file) else wandb.util.generate_id()
+        with open(id_file, "w") as f:
+            f.write(run_id)
+        self.run = wandb.init(
+            project=project,
+            name=name or os.path.basename(os.path.normpath(out_dir)),
+            dir=out_dir,
+            mode=mode,
+            id=run_id,
+            resume="allow",
+            config=config or {},
+            settings=wandb.Settings(console="off", silent=True),
+        )
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.jsonl.log(step, metrics)
+        self.run.log(dict(metrics), step=step)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.jsonl.close(summary)
+        for key, value in summary.items():
+            if isinstance(value, (int, float, str)):
+                self.run.summary[key] = value
+        self.run.finish()

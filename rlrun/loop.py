@@ -1,0 +1,96 @@
+"""The training loop. It never names an algorithm, reward or engine: each step is
+prompts -> budgets -> rollouts -> verdicts -> shaped reward -> advantages -> update -> weight sync
+(DESIGN.md section 3), and everything method-specific sits in the pieces ``build_run`` bound.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+from rlrun import checkpoint, dist, report
+from rlrun.core.metrics import reward_metrics, rollout_metrics
+from rlrun.types import StepInput, TrainBatch
+
+
+@contextmanager
+def timed(times: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    times[f"time/{stage}_s"] = times.get(f"time/{stage}_s", 0.0) + time.perf_counter() - start
+
+
+def evaluate(run, problems) -> dict[str, float]:
+    """Accuracy and length of one sample per held-out problem, at the curriculum's budget at the
+    start of training (the same cap the run starts with), reduced over ranks."""
+    share = problems[dist.rank():: dist.world_size()]
+    rollouts = run.rollout.generate(share, 1, run.curriculum.budgets(0, share))
+    verdicts = run.verifier(rollouts)
+    local = rollout_metrics(rollouts.length_tokens_N, rollouts.truncated_N, verdicts.correct_N)
+    merged = dist.mean_metrics(local, weight=float(len(share)))
+    return {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
+            "truncated_frac": merged["length/truncated_frac"]}
+
+
+def train_step(run, step: int) -> dict[str, float]:
+    s, times = run.settings, {}
+    problems = run.problems.batch(step, s.prompts_per_step, dist.rank(), dist.world_size())
+    budgets = run.curriculum.budgets(step, problems)
+    with timed(times, "rollout"):
+        rollouts = run.rollout.generate(problems, s.group_size, budgets)
+    with timed(times, "reward"):
+        verdicts = run.verifier(rollouts)
+        scored = run.reward(StepInput(rollouts, verdicts, step))
+        advantages_N = run.advantage(scored.reward_N, rollouts.group_N)
+    with timed(times, "old_logprobs"):
+        old_logp_NT = run.trainer.logprobs(rollouts)
+    ref_logp_NT = None
+    if run.loss.needs_reference:
+        with timed(times, "ref_logprobs"):
+            ref_logp_NT = run.trainer.logprobs(rollouts, reference=True)
+    batch = TrainBatch(
+        mask_NT=rollouts.mask_NT(), old_logp_NT=old_logp_NT, advantages_N=advantages_N,
+        ref_logp_NT=ref_logp_NT, group_N=rollouts.group_N, correct_N=verdicts.correct_N,
+    )
+    with timed(times, "update"):
+        stats = run.trainer.update(rollouts, batch, run.loss)
+    with timed(times, "sync"):
+        run.rollout.load_weights(run.trainer.weights())
+    local = {
+        **rollout_metrics(rollouts.length_tokens_N, rollouts.truncated_N, verdicts.correct_N),
+        **reward_metrics(scored),
+        "curriculum/budget_mean_tokens": float(torch.tensor(budgets, dtype=torch.float).mean()),
+        "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
+    }
+    metrics = {**dist.mean_metrics(local, weight=float(len(rollouts))), **stats, **times}
+    metrics["time/step_s"] = sum(times.values())
+    return metrics
+
+
+def train(run) -> dict:
+    """Run ``run.settings.steps`` steps (continuing from a checkpoint when resuming) and return the
+    summary that is also written to ``summary.json``."""
+    s = run.settings
+    start, summary = 0, {"run_dir": s.out_dir, "steps": s.steps}
+    if s.resume:
+        start, saved = checkpoint.restore(run, checkpoint.latest(s.resume))
+        summary.update(saved)
+        report.line(f"resumed from {s.resume} after step {start}")
+    held_out = run.problems.held_out(s.eval_problems) if s.eval_problems else []
+    if held_out and start == 0:
+        summary["start"] = evaluate(run, held_out)
+        run.log(0, {f"eval/heldout/{k}": v for k, v in summary["start"].items()})
+    for step in range(start, s.steps):
+        metrics = train_step(run, step)
+        run.curriculum.observe(step, metrics)
+        run.log(step + 1, metrics)
+        report.progress(step + 1, s.steps, metrics)
+        if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
+            checkpoint.save(run, step + 1, extra=summary)
+    if held_out:
+        summary["end"] = evaluate(run, held_out)
+        run.log(s.steps, {f"eval/heldout/{k}": v for k, v in summary["end"].items()})
+    summary["checkpoint"] = checkpoint.save(run, s.steps, extra=summary)
+    run.finish(summary)
+    return summary

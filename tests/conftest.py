@@ -1,0 +1,40 @@
+"""Shared fixtures: a small random Qwen2 policy with a character tokenizer, built in seconds."""
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+
+from rlrun.engines.model import ModelSpec
+
+
+def build_random_policy(directory, hidden: int = 64, seed: int = 0) -> ModelSpec:
+    """A randomly initialised Qwen2ForCausalLM and a character tokenizer, saved like a real model
+    (weights in ``directory/model``, tokenizer in ``directory/tokenizer``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    chars = list(string.printable[:95]) + ["\n"]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(str(directory / "tokenizer"))
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(str(directory / "model"))
+    return ModelSpec(path=str(directory / "model"), tokenizer_path=str(directory / "tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def random_policy(tmp_path_factory) -> ModelSpec:
+    return build_random_policy(tmp_path_factory.mktemp("random_policy"))
