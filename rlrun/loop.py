@@ -77,20 +77,24 @@ def train(run) -> dict:
         start, saved = checkpoint.restore(run, checkpoint.latest(s.resume))
         summary.update(saved)
         report.line(f"resumed from {s.resume} after step {start}")
-    held_out = run.problems.held_out(s.eval_problems) if s.eval_problems else []
-    if held_out and start == 0:
-        summary["start"] = evaluate(run, held_out)
-        run.log(0, {f"eval/heldout/{k}": v for k, v in summary["start"].items()})
+    held_out = run.problems.held_out(s.eval.problems) if s.eval.at_steps else []
+
+    def maybe_evaluate(step: int) -> None:
+        if step in s.eval.at_steps:
+            result = evaluate(run, held_out)
+            summary["start" if step == 0 else "end" if step == s.steps else f"step_{step}"] = result
+            run.log(step, {f"eval/heldout/{k}": v for k, v in result.items()})
+
+    if start == 0:
+        maybe_evaluate(0)
     for step in range(start, s.steps):
         metrics = train_step(run, step)
         run.curriculum.observe(step, metrics)
         run.log(step + 1, metrics)
         report.progress(step + 1, s.steps, metrics)
+        maybe_evaluate(step + 1)
         if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
             checkpoint.save(run, step + 1, extra=summary)
-    if held_out:
-        summary["end"] = evaluate(run, held_out)
-        run.log(s.steps, {f"eval/heldout/{k}": v for k, v in summary["end"].items()})
     summary["checkpoint"] = checkpoint.save(run, s.steps, extra=summary)
     run.finish(summary)
     return summary

@@ -30,12 +30,10 @@ def _group_stats(reward_N: torch.Tensor, group_N: torch.Tensor) -> tuple[torch.T
     reward = reward_N.detach().to(torch.float64)
     _, index_N = torch.unique(group_N, return_inverse=True)
     n_groups = int(index_N.max()) + 1 if index_N.numel() else 0
-    count_G = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, index_N, torch.ones_like(reward))
-    sum_G = torch.zeros(n_groups, dtype=torch.float64).index_add_(0, index_N, reward)
-    mean_G = sum_G / count_G
-    sq_dev_G = torch.zeros(n_groups, dtype=torch.float64).index_add_(
-        0, index_N, (reward - mean_G[index_N]) ** 2
-    )
+    zeros_G = torch.zeros(n_groups, dtype=torch.float64, device=reward.device)
+    count_G = zeros_G.index_add(0, index_N, torch.ones_like(reward))
+    mean_G = zeros_G.index_add(0, index_N, reward) / count_G
+    sq_dev_G = zeros_G.index_add(0, index_N, (reward - mean_G[index_N]) ** 2)
     singleton_G = count_G < 2
     std_G = torch.sqrt(sq_dev_G / (count_G - 1).clamp(min=1.0))
     if bool(singleton_G.any()):

@@ -1,0 +1,55 @@
+# rlrun: the two commands a newcomer runs are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-x -k rollout"`.
+PYTEST_ARGS ?=
+# Time the slow tests may take in `make test` before they are stopped (CI runs them if time allows).
+SLOW_BUDGET_S ?= 1800
+
+.PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: on a CPU machine this takes the local CPU build, no CUDA wheels
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## demo: GRPO on the built-in arithmetic task with the embedded tiny model, on CPU
+demo: $(STAMP)
+	$(BIN)/rlrun
+
+## test: the test suite (fast tests, then the slow ones while SLOW_BUDGET_S lasts)
+test: test-fast
+	@status=0; timeout $(SLOW_BUDGET_S) $(MAKE) --no-print-directory test-slow || status=$$?; \
+	if [ $$status -eq 124 ]; then echo "slow tests stopped after $(SLOW_BUDGET_S) s (time budget)"; \
+	elif [ $$status -ne 0 ]; then exit $$status; fi
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow and not gpu" $(PYTEST_ARGS) || test $$? -eq 5
+
+## test-gpu: the checks that need a CUDA GPU
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS) || test $$? -eq 5
+
+## tiny-model: rebuild the embedded tiny model (supervised warm start) into the cache
+tiny-model: $(STAMP)
+	$(BIN)/python -m rlrun.tasks.tiny_model build
+
+## bench: seconds per step by stage and rollout tokens/s on the demo settings, as JSON
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+## bench-trl: the same work with Hugging Face TRL's GRPOTrainer, in its own venv
+bench-trl: $(STAMP)
+	bash scripts/bench_trl_setup.sh
+	.venv-trl/bin/python scripts/bench_trl.py
+
+clean:
+	rm -rf build dist *.egg-info outputs multirun

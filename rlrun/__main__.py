@@ -1,0 +1,6 @@
+"""``python -m rlrun ...`` is ``rlrun ...`` (launchers need it: ``torchrun -m rlrun``,
+``deepspeed ... -m rlrun``)."""
+from rlrun.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The ``rlrun`` command (and ``python -m rlrun``): compose the config, build the run, train.
+
+A Hydra app (``@hydra.main`` over the configs shipped in ``rlrun.conf``): ``rlrun group=option
+key=value ...``; ``--help`` lists the groups, ``--cfg job`` prints the composed config, ``-m`` sweeps.
+
+Errors in what the user typed (an unknown option, a misspelt key, a value of the wrong type, an
+impossible combination) print exactly one line, ``rlrun: error: ...``, on stderr and exit with
+status 2, like argparse. Hydra's own messages for these are multi-line with a traceback hint, so a
+plain run composes and validates the overrides first (Hydra's compose API) and translates what goes
+wrong; ``--help``, ``--cfg``, ``--info``, ``-m`` and the other flags go straight to Hydra, which
+handles them. With ``HYDRA_FULL_ERROR=1`` the original exception and its traceback come through.
+
+Launchers: ``torchrun ... -m rlrun`` and ``deepspeed ... -m rlrun`` (whose ``--local_rank=N`` is
+taken off the command line) start one process per rank; each calls ``dist.init()``, all write to
+rank 0's run dir, and only rank 0 prints errors and the final summary.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import NoReturn
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from rlrun.config_check import ConfigError, config_groups, suggest
+
+# Flags that don't take the pre-check; --run/-r is a plain run.
+PLAIN_RUN_FLAGS = ("--run", "-r")
+
+
+def fail(exc: BaseException, overrides: list[str]) -> NoReturn:
+    """Report ``exc`` as one line and exit 2, or re-raise it under HYDRA_FULL_ERROR=1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    # Under a launcher every rank checks the same config: only rank 0 (launcher's RANK) says so.
+    if os.environ.get("RANK", "0") == "0":
+        print(f"rlrun: error: {explain(exc, overrides)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def explain(exc: BaseException, overrides: list[str]) -> str:
+    """One line for an exception of composing or validating the config."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        if group:
+            options = list(exc.options or config_groups().get(group, []))
+            return (f"{group}={option} is not an option{suggest(option, options)}; "
+                    f"valid {group} options: {', '.join(options) or 'none'}")
+    key = getattr(exc.__cause__, "full_key", None)
+    if key and "not in struct" in str(exc.__cause__):
+        return unknown_key(str(key), overrides)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("Config search path", "provider="))]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def unknown_key(key: str, overrides: list[str]) -> str:
+    """``key is not a config key; valid keys of <parent>: ...`` from the config without ``key``."""
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if not re.match(rf"^[+~]*{re.escape(key)}(=|$)", o)]
+    try:
+        cfg = compose(rest)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:
+        node = None
+    if not isinstance(node, DictConfig):
+        return f"{key} is not a config key"
+    keys = [str(k) for k in node if k not in ("_target_", "hydra")]
+    if not parent:
+        groups = config_groups()
+        plain = [k for k in keys if k not in groups]
+        return (f"{key} is not a config key or group{suggest(leaf, keys)}; top-level keys: "
+                f"{', '.join(sorted(plain))}; groups: {', '.join(groups)}")
+    return f"{key} is not a config key{suggest(leaf, keys)}; valid keys of {parent}: {', '.join(sorted(keys))}"
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The config ``rlrun <overrides>`` would run with (Hydra's compose API, no run dir)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_module(config_module="rlrun.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # so that ${hydra:...} interpolations resolve
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose and validate a plain run's overrides; exit 2 with one line on a config error."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if a not in PLAIN_RUN_FLAGS]
+    try:
+        cfg = compose(overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        fail(exc, overrides)
+    from rlrun.run import validate
+
+    try:
+        validate(cfg, world_size=1)  # the world size is checked again inside the app
+    except ConfigError as exc:
+        fail(exc, overrides)
+
+
+@hydra.main(config_path="pkg://rlrun.conf", config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> None:
+    """One training run in Hydra's run dir (one job of a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlrun import dist, loop, report, rundir
+    from rlrun.run import build_run
+
+    dist.init()
+    # Every rank writes to rank 0's run dir (ranks may start in different seconds).
+    out_dir = dist.broadcast_object(HydraConfig.get().runtime.output_dir)
+    try:
+        run = build_run(cfg, out_dir)
+    except ConfigError as exc:
+        fail(exc, [])
+    if dist.is_main():
+        rundir.write_environment(out_dir)
+    summary = loop.train(run)
+    report.print_summary(summary)
+
+
+def launcher_args(argv: list[str]) -> list[str]:
+    """``argv`` without the ``--local_rank=N`` the ``deepspeed`` launcher appends (Hydra would
+    reject it); N goes to ``LOCAL_RANK`` unless the launcher set that too."""
+    kept, i = [], 0
+    while i < len(argv):
+        match = re.fullmatch(r"--local[-_]rank(?:=(\d+))?", argv[i])
+        if match is None:
+            kept.append(argv[i])
+        else:
+            value = match.group(1)
+            if value is None and i + 1 < len(argv):
+                i, value = i + 1, argv[i + 1]
+            if value is not None:
+                os.environ.setdefault("LOCAL_RANK", value)
+        i += 1
+    return kept
+
+
+def main() -> None:
+    """Console entry point ``rlrun``."""
+    argv = launcher_args(sys.argv[1:])
+    sys.argv[1:] = argv
+    if not any(a.startswith("-") and a not in PLAIN_RUN_FLAGS for a in argv):
+        precheck(argv)
+    app()

@@ -1,0 +1,79 @@
+"""Shaped rewards: a weighted sum of named terms (ALGORITHMS.md 0.2), and the two unshaped terms.
+
+A term is any callable ``fn(step: StepInput) -> Tensor_N``. ``Composite`` binds names and weights to
+terms; the config group ``reward/`` builds one from yaml (``reward=[correct,format]`` merges the
+``terms`` of both files, so their weighted sum is the reward).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import torch
+
+from rlrun.types import Scored, StepInput
+
+Term = Callable[[StepInput], torch.Tensor]
+
+
+class Composite:
+    """The shaped reward as a weighted sum of named terms (ALGORITHMS.md 0.1 "r_N", 0.2 step 2):
+
+        r_i = Σ_k w_k · term_k(i)
+
+    ``terms`` maps a name to ``{"weight": w_k, "fn": term_k}``. Returns ``Scored(reward_N, terms)``
+    where ``terms[name]`` is the **unweighted** term (logged as ``reward/<name>``).
+    Shapes: every term returns (N,) -> ``reward_N`` (N,) float32 (or the terms' float dtype).
+    """
+
+    def __init__(self, terms: Mapping[str, Mapping[str, Any]]) -> None:
+        if not isinstance(terms, Mapping) or len(terms) == 0:
+            raise ValueError("Composite needs at least one term: {name: {weight: float, fn: callable}}")
+        self.weights: dict[str, float] = {}
+        self.fns: dict[str, Term] = {}
+        for name, term in terms.items():
+            if str(name) == "total":
+                raise ValueError("a reward term may not be named 'total' (reward/total is the sum)")
+            if not isinstance(term, Mapping) or set(term.keys()) != {"weight", "fn"}:
+                raise ValueError(f"reward term {name!r} must have exactly the keys 'weight' and 'fn'")
+            if not callable(term["fn"]):
+                raise ValueError(f"reward term {name!r}: fn {term['fn']!r} is not callable")
+            self.weights[str(name)] = float(term["weight"])
+            self.fns[str(name)] = term["fn"]
+
+    def __call__(self, step: StepInput) -> Scored:
+        values: dict[str, torch.Tensor] = {}
+        total: torch.Tensor | None = None
+        for name, fn in self.fns.items():
+            value = fn(step)
+            if value.dim() != 1:
+                raise ValueError(f"reward term {name!r} returned shape {tuple(value.shape)}, need (N,)")
+            if not value.is_floating_point():
+                value = value.to(torch.float32)
+            values[name] = value
+            weighted = self.weights[name] * value
+            total = weighted if total is None else total + weighted
+        assert total is not None  # at least one term (checked in __init__)
+        return Scored(reward_N=total, terms=values)
+
+
+class CorrectReward:
+    """The verifier's correctness, unshaped (ALGORITHMS.md 0.1): ``term_i = correct_i`` ∈ {0, 1}.
+    Outcome reward of GRPO (DeepSeekMath arXiv 2402.03300, Sec. 4.1.2).
+    Shapes: ``step.verdicts.correct_N`` (N,) -> (N,) float32.
+    """
+
+    def __call__(self, step: StepInput) -> torch.Tensor:
+        return step.verdicts.correct_N.to(torch.float32)
+
+
+class FormatReward:
+    """The format reward R_f (Xin et al., arXiv 2505.19439, Eq. 1; ALGORITHMS.md 4.4.3):
+    ``R_f = 1 if the format is right else 0``, with "format right" decided by the verifier
+    (``format_ok_N``). The paper's weight is 1.0; the released code's is 0.5 (set it as the term's
+    weight, ``reward.terms.format.weight=0.5``). Uses no gold answer.
+    Shapes: ``step.verdicts.format_ok_N`` (N,) -> (N,) float32.
+    """
+
+    def __call__(self, step: StepInput) -> torch.Tensor:
+        return step.verdicts.format_ok_N.to(torch.float32)

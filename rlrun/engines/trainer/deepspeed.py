@@ -1,0 +1,371 @@
+"""The DeepSpeed training engine: ZeRO stage 0, 2 or 3 on CPU (gloo, fp32) or GPU (nccl, bf16 when
+``model.dtype`` is bfloat16), with the same code.
+
+What it computes, per step (the loop calls ``logprobs`` then ``update``):
+
+- ``logprobs``: log π(o_{i,t} | q, o_{i,<t}) of each completion token, no grad, in micro-batches.
+- ``update``: one optimizer step on the loss of the whole mini-batch (all ranks). The loss divides
+  by global denominators (``LossNorm``: response tokens and non-empty rows over all ranks, set
+  here on ``batch.norm``), so the sum of the micro-batch losses of all ranks is the full-batch
+  loss (ALGORITHMS.md 1.2.3 "Scope of the means", 1.2.8). Gradients are summed over micro-batches
+  (no 1/accumulation-steps scaling) and DeepSpeed's mean over data-parallel ranks is undone by
+  multiplying each micro-batch loss by the world size: the step equals one full-batch step of
+  plain torch on the union of the ranks' rows (tests/engines/test_deepspeed*.py check this).
+
+Layout of one micro-batch: prompts left-padded to the micro-batch's longest prompt P, completions
+right-padded to its longest completion T, position ids counted over real tokens only; the model
+returns logits for the last T + 1 positions only (``logits_to_keep``), KV cache off. Rows are
+sorted by length into micro-batches to keep padding small. Dropout is off (the module stays in
+eval mode) so that log-probs are deterministic and the on-policy ratio is exactly 1.
+
+Every rank must run the same number of forward passes (ZeRO-2/3 gather and reduce inside them),
+so a rank with fewer rows runs empty zero-loss micro-batches.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlrun import dist
+from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.types import LossNorm, Rollouts, TrainBatch
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class OptimSettings:
+    """AdamW and its learning-rate schedule: linear warmup from lr/(warmup_steps+1) to ``lr`` over
+    ``warmup_steps`` steps, then constant or cosine decay to 0 at ``total_steps``. Weight decay
+    applies to matrices only (parameters with >= 2 dimensions), not to biases and norms."""
+
+    lr: float = 1.0e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1.0e-8
+    grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 = no clipping
+    warmup_steps: int = 0
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={self.schedule!r} is not one of {SCHEDULES}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based):
+    warmup ``(step + 1) / (warmup_steps + 1)`` while ``step < warmup_steps``; then 1 (constant) or
+    ``0.5 (1 + cos(π p))`` with ``p = (step - warmup_steps) / max(1, total_steps - warmup_steps)``
+    clipped to [0, 1] (cosine)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _ndim(p: torch.nn.Parameter) -> int:
+    return len(getattr(p, "ds_shape", p.shape))  # a ZeRO-3 partitioned param is 1-D locally
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: matrices decay, vectors (biases, norm gains) do not."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if _ndim(p) >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if _ndim(p) < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _plain(value: Any) -> Any:
+    """Nested mappings and lists (e.g. OmegaConf's) as plain dicts and lists, for DeepSpeed."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
+    return out
+
+
+def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
+    """Token ids of one micro-batch: prompts left-padded to P, completions right-padded to T >= 1.
+
+    Returns ``input_ids``, ``attention_mask``, ``position_ids`` (b, P+T), ``target`` (b, T) the
+    completion ids (pad beyond each row's end) and ``mask`` (b, T) float 1 on completion tokens.
+    """
+    rows = len(prompts)
+    width_p = max(len(p) for p in prompts)
+    width_t = max(1, max(len(c) for c in completions))
+    ids = torch.full((rows, width_p + width_t), pad_id, dtype=torch.long)
+    attn = torch.zeros(rows, width_p + width_t, dtype=torch.long)
+    for r, (p, c) in enumerate(zip(prompts, completions)):
+        ids[r, width_p - len(p) : width_p] = torch.tensor(p, dtype=torch.long)
+        ids[r, width_p : width_p + len(c)] = torch.tensor(c, dtype=torch.long)
+        attn[r, width_p - len(p) : width_p + len(c)] = 1
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    mask = attn[:, width_p:].float()
+    return ids, attn, position_ids, ids[:, width_p:], mask
+
+
+def micro_batches(lengths: list[int], size: int, count: int) -> list[torch.Tensor]:
+    """Row indices split into ``count`` micro-batches of at most ``size`` rows, longest rows
+    first (rows of similar length share a batch); missing batches are empty."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    chunks = [torch.tensor(order[i : i + size], dtype=torch.long) for i in range(0, len(order), size)]
+    return chunks + [torch.zeros(0, dtype=torch.long)] * (count - len(chunks))
+
+
+def _columns(batch: TrainBatch, index: torch.Tensor, width: int, device: torch.device) -> TrainBatch:
+    """``batch.rows(index)`` with the token axis cut to ``width`` and moved to ``device``."""
+    sub = batch.rows(index)
+
+    def fit(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if t.dim() == 2:
+            t = torch.nn.functional.pad(t[:, :width], (0, max(0, width - t.shape[1])))
+        return t.to(device)
+
+    return TrainBatch(
+        mask_NT=fit(sub.mask_NT),
+        old_logp_NT=fit(sub.old_logp_NT),
+        advantages_N=fit(sub.advantages_N),
+        norm=sub.norm,
+        ref_logp_NT=fit(sub.ref_logp_NT),
+        group_N=fit(sub.group_N),
+        correct_N=fit(sub.correct_N),
+    )
+
+
+class DeepSpeedTrainer:
+    """The policy under DeepSpeed (see the module docstring). ``zero_stage`` 0, 2 or 3;
+    ``micro_batch_size`` rows per forward; ``total_steps`` sizes the cosine schedule;
+    ``deepspeed_config`` is merged over the config built here (e.g. ZeRO offload, bucket sizes)."""
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        total_steps: int,
+        zero_stage: int = 0,
+        micro_batch_size: int = 8,
+        optim: OptimSettings | Mapping[str, Any] | None = None,
+        deepspeed_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
+        if micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size={micro_batch_size} must be >= 1")
+        dist.init()
+        import deepspeed  # lazy: heavy dependency, after dist.init() chose the accelerator
+
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        # torch 2.13 deprecates collectives that ZeRO-2/3 call (a warning per call site and step)
+        # and torch.jit.script_method (used by modules DeepSpeed's optimizer check imports).
+        warnings.filterwarnings("ignore", r"`torch\.distributed\.\w+` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script_method` is deprecated", DeprecationWarning)
+        self.spec = model
+        self.total_steps = int(total_steps)
+        self.zero_stage = int(zero_stage)
+        self.micro_batch_size = int(micro_batch_size)
+        self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**_plain(optim or {}))
+        self.config = _merge(self._base_config(), _plain(deepspeed_config or {}))
+        self.tokenizer = load_tokenizer(model)
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        module = load_model(model)  # ZeRO-3 shards it inside deepspeed.initialize
+        optimizer = self._optimizer(module)
+        factor = self._lr_lambda
+        self.engine, *_ = deepspeed.initialize(
+            model=module,
+            optimizer=optimizer,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
+            config=self.config,
+        )
+        self.engine.eval()  # dropout off: deterministic log-probs
+        self._reference: Any = None
+
+    # -- construction -------------------------------------------------------------------------
+    def _base_config(self) -> dict[str, Any]:
+        dtype = self.spec.dtype
+        return {
+            "train_micro_batch_size_per_gpu": self.micro_batch_size,
+            "gradient_accumulation_steps": 1,  # accumulation is driven by update() itself
+            "gradient_clipping": float(self.optim.grad_clip),
+            "zero_optimization": {"stage": self.zero_stage},
+            "bf16": {"enabled": dtype == "bfloat16"},
+            "fp16": {"enabled": dtype == "float16"},
+            "steps_per_print": 2**62,
+            "wall_clock_breakdown": False,
+        }
+
+    def _lr_lambda(self, step: int) -> float:
+        o = self.optim
+        return lr_factor(step, o.warmup_steps, self.total_steps, o.schedule)
+
+    def _optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        groups = param_groups(module, self.optim.weight_decay)
+        kwargs = dict(lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
+        offload = self.config["zero_optimization"].get("offload_optimizer", {}).get("device", "none")
+        if offload == "cpu":  # ZeRO-Offload steps on the CPU: DeepSpeed's vectorised Adam
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
+        return torch.optim.AdamW(groups, **kwargs)
+
+    def _reference_engine(self) -> Any:
+        """A frozen copy of the initial weights (``model.path``), built on first use; sharded
+        like the policy under ZeRO-3 (an inference-only DeepSpeed engine)."""
+        if self._reference is None and self.zero_stage != 3:
+            module = load_model(self.spec).to(dist.device()).eval()
+            self._reference = module.requires_grad_(False)
+        elif self._reference is None:
+            import deepspeed
+
+            config = {k: v for k, v in self.config.items() if k != "gradient_clipping"}
+            zero = self.config["zero_optimization"]  # the policy's sharding, without an optimizer
+            config["zero_optimization"] = {k: v for k, v in zero.items() if k != "offload_optimizer"}
+            module = load_model(self.spec).requires_grad_(False)
+            self._reference, *_ = deepspeed.initialize(model=module, config=config)
+            self._reference.eval()
+        return self._reference
+
+    # -- log-probs ----------------------------------------------------------------------------
+    def _logp(self, engine: Any, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
+        """Per-token log-probs (b, T) of one micro-batch, 0 on padding; grad if enabled."""
+        ids, attn, pos, target, mask = pack(prompts, completions, self.pad_id)
+        device = dist.device()
+        width = target.shape[1]
+        out = engine(
+            input_ids=ids.to(device),
+            attention_mask=attn.to(device),
+            position_ids=pos.to(device),
+            use_cache=False,
+            logits_to_keep=width + 1,
+        )
+        logits = out.logits[:, :-1].float()
+        picked = logits.gather(-1, target.to(device).unsqueeze(-1)).squeeze(-1)
+        return (picked - logits.logsumexp(-1)) * mask.to(device)
+
+    def _plan(self, rollouts: Rollouts) -> list[torch.Tensor]:
+        """Micro-batches of this rank's rows, as many on every rank."""
+        prompt_of = [rollouts.prompt_ids[g] for g in rollouts.group_N.tolist()]
+        lengths = [len(p) + len(c) for p, c in zip(prompt_of, rollouts.completion_ids)]
+        count = -(-len(lengths) // self.micro_batch_size)
+        count = int(dist.all_reduce_max(torch.tensor([count])).item())
+        return micro_batches(lengths, self.micro_batch_size, count)
+
+    def _rows(self, rollouts: Rollouts, index: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
+        if len(index) == 0:  # an empty micro-batch: one pad token each, its loss multiplied by 0
+            return [[self.pad_id]], [[self.pad_id]]
+        groups = rollouts.group_N
+        prompts = [rollouts.prompt_ids[int(groups[i])] for i in index]
+        return prompts, [rollouts.completion_ids[int(i)] for i in index]
+
+    @torch.no_grad()
+    def logprobs(self, rollouts: Rollouts, reference: bool = False) -> torch.Tensor:
+        """log π(o_{i,t} | q_i, o_{i,<t}) (N, T) on the CPU, 0 on right padding, T the width of
+        ``rollouts.mask_NT()``; the frozen initial model when ``reference``."""
+        engine = self._reference_engine() if reference else self.engine
+        width = max((len(c) for c in rollouts.completion_ids), default=0)
+        out = torch.zeros(len(rollouts), width)
+        for index in self._plan(rollouts):
+            logp = self._logp(engine, *self._rows(rollouts, index)).cpu()
+            if len(index):
+                out[index, : min(width, logp.shape[1])] = logp[:, :width]
+        return out
+
+    # -- update -------------------------------------------------------------------------------
+    def update(self, rollouts: Rollouts, batch: TrainBatch, loss: Any) -> dict[str, float]:
+        """One optimizer step on ``loss`` over ``batch`` (this rank's rows of the mini-batch);
+        returns the loss statistics summed over micro-batches and ranks (each is already divided
+        by the global denominators, so the sum is the mini-batch value), ``optim/lr`` and
+        ``optim/grad_norm`` (before clipping)."""
+        length_N = (batch.mask_NT > 0).sum(-1)
+        local = torch.tensor([float(length_N.sum()), float((length_N > 0).sum())], dtype=torch.float64)
+        total = dist.all_reduce_sum(local)
+        batch.norm = LossNorm(total_tokens=float(total[0]), total_rows=float(total[1]))
+        device, scale = dist.device(), float(dist.world_size())
+        sums: dict[str, torch.Tensor] = {}
+        lr = float(self.engine.get_lr()[0])
+        plan = self._plan(rollouts)
+        for step, index in enumerate(plan):
+            # Gradients add up over the micro-batches; the last one is the reduction boundary.
+            self.engine.set_gradient_accumulation_boundary(step == len(plan) - 1)
+            logp = self._logp(self.engine, *self._rows(rollouts, index))
+            if len(index) == 0:
+                self.engine.backward(logp.sum() * 0.0, scale_wrt_gas=False)
+                continue
+            value, stats = loss(logp, _columns(batch, index, logp.shape[1], device))
+            self.engine.backward(value * scale, scale_wrt_gas=False)
+            for key, stat in stats.items():
+                sums[key] = sums.get(key, 0.0) + stat.detach().double().cpu()
+        own_norm = self._grad_norm() if self.zero_stage == 0 else None
+        self.engine.step()
+        grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = own_norm if grad_norm is None else float(grad_norm)
+        keys = sorted(sums)
+        reduced = dist.all_reduce_sum(torch.stack([sums[k] for k in keys])) if keys else []
+        result = {k: float(v) for k, v in zip(keys, reduced)}
+        result.update({"optim/lr": lr, "optim/grad_norm": float(grad_norm)})
+        return result
+
+    def _grad_norm(self) -> float:
+        """Global L2 norm of the (already all-reduced) gradients without ZeRO."""
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        norms = [g.detach().float().norm() for g in grads]
+        return float(torch.stack(norms).norm()) if norms else 0.0
+
+    # -- weights and checkpoints --------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The full state dict on the CPU, on every rank (gathered parameter by parameter under
+        ZeRO-3). Tied weights appear under each of their names."""
+        module = self.engine.module
+        if self.zero_stage != 3:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        import deepspeed
+
+        params = dict(module.named_parameters(remove_duplicate=False))
+        buffers = dict(module.named_buffers())
+        state: dict[str, torch.Tensor] = {}
+        for key in module.state_dict().keys():
+            if key in params:
+                with deepspeed.zero.GatheredParameters([params[key]], modifier_rank=None):
+                    state[key] = params[key].detach().cpu().clone()
+            else:
+                state[key] = buffers[key].detach().cpu().clone()
+        return state
+
+    def save(self, directory: str) -> None:
+        """``directory/model``: Hugging Face weights (+ tokenizer, or ``directory/tokenizer`` when
+        the model keeps it apart, ModelSpec.tokenizer_path); ``directory/trainer``: DeepSpeed's
+        model, optimizer and scheduler state (every rank writes its shards). Call on all ranks."""
+        state = self.weights()
+        if dist.is_main():
+            model_dir = os.path.join(directory, "model")
+            self.engine.module.save_pretrained(model_dir, state_dict=state)
+            apart = self.spec.tokenizer_path not in (None, self.spec.path)
+            self.tokenizer.save_pretrained(os.path.join(directory, "tokenizer") if apart else model_dir)
+        self.engine.save_checkpoint(os.path.join(directory, "trainer"), tag="state")
+        dist.barrier()
+
+    def load(self, directory: str) -> None:
+        """Restore what ``save`` wrote in ``directory/trainer`` (model, optimizer, scheduler)."""
+        path, _ = self.engine.load_checkpoint(os.path.join(directory, "trainer"), tag="state")
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}/trainer")

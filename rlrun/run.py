@@ -1,0 +1,237 @@
+"""``build_run(cfg, out_dir)``: the composed Hydra config becomes the objects the loop runs with.
+
+The only place in rlrun that calls ``hydra.utils.instantiate`` (DESIGN.md sections 2 and 3). It
+validates the whole config first (``validate``: types against the targets' signatures, impossible
+combinations), so that a wrong value fails in one line before a model is loaded, then builds:
+
+1. the cheap pieces: data source and verifier, reward, advantage, loss, curriculum;
+2. the model (a ``ModelSpec``), passed to the rollout engine (``model=``) and to the trainer
+   (``model=``, ``total_steps=steps``);
+3. the logger on rank 0 only (``out_dir=`` and ``config=`` the resolved config, each when its
+   signature takes it); other ranks get a ``NullLogger``.
+
+Containers reach the targets as plain ``dict``/``list`` (``_convert_="all"``), never as OmegaConf
+nodes, so ``rlrun.core`` never sees omegaconf.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlrun.config_check import (
+    ConfigError,
+    check_component_node,
+    check_fields,
+    config_groups,
+    locate,
+    one_line,
+    suggest,
+)
+
+if TYPE_CHECKING:  # annotations only: validating a config must not wait for torch to import
+    from rlrun.types import Advantage, Curriculum, Logger, Loss, Reward, Rollout, Trainer, Verifier
+
+# What build_run instantiates: config path -> the arguments build_run passes itself.
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "data.source": (),
+    "data.verifier": (),
+    "reward": (),
+    "algo.advantage": (),
+    "algo.loss": (),
+    "curriculum": (),
+    "model": (),
+    "rollout": ("model",),
+    "trainer": ("model", "total_steps"),
+    "logger": ("out_dir", "config"),
+}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Held-out evaluation: ``problems`` problems after each step in ``at_steps`` (0 = before the
+    first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing."""
+
+    problems: int
+    at_steps: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run's top-level numbers (config keys of the same names) and its output directory."""
+
+    seed: int
+    steps: int
+    prompts_per_step: int  # B, summed over ranks
+    group_size: int  # G
+    checkpoint_every: int
+    resume: str | None
+    out_dir: str
+    eval: EvalSettings
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built from one config (``rlrun.loop.train(run)``).
+
+    ``problems`` is the data group's source (``data.source``); ``config`` the resolved config as
+    plain containers (for the run dir, the logger and checkpoints).
+    """
+
+    settings: Settings
+    problems: Any
+    verifier: Verifier
+    reward: Reward
+    advantage: Advantage
+    loss: Loss
+    curriculum: Curriculum
+    rollout: Rollout
+    trainer: Trainer
+    logger: Logger
+    config: dict[str, Any]
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.logger.log(step, metrics)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Close the logger and write ``summary.json`` (rank 0 only)."""
+        from rlrun import dist, rundir
+
+        self.logger.close(summary)
+        if dist.is_main():
+            rundir.write_summary(self.settings.out_dir, summary)
+
+
+class NullLogger:
+    """The logger of ranks other than 0: logs nothing."""
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self, summary: dict[str, Any]) -> None:
+        pass
+
+
+def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
+    """The top-level keys and the eval group as ``Settings``, type- and range-checked."""
+    groups = config_groups()
+    top = check_fields("", cfg, Settings, skip=("out_dir", "eval"))
+    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra"}
+    for key in cfg:
+        if key not in allowed:
+            raise ConfigError(
+                f"{key} is not a config key{suggest(str(key), allowed)}; top-level keys: "
+                f"{', '.join(sorted(top))}; groups: {', '.join(groups)}"
+            )
+    if "eval" not in cfg or not isinstance(cfg.eval, DictConfig):
+        raise ConfigError(f"eval is missing; choose one of eval={','.join(groups.get('eval', []))}")
+    ev = check_fields("eval", cfg.eval, EvalSettings)
+    for key in cfg.eval:
+        if key not in ev:
+            raise ConfigError(f"eval.{key} is not an eval setting{suggest(str(key), ev)}; "
+                              "valid keys of eval: problems, at_steps")
+    at_steps = tuple(sorted(set(ev["at_steps"])))
+    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(ev["problems"], at_steps))
+    check_ranges(settings)
+    return settings
+
+
+def check_ranges(s: Settings) -> None:
+    """Values that are well typed but impossible."""
+    for key in ("steps", "prompts_per_step", "checkpoint_every"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"{key}={getattr(s, key)} must be >= 1")
+    if s.group_size < 2:
+        raise ConfigError(f"group_size={s.group_size} must be >= 2: group-relative advantages "
+                          "compare the completions of a prompt with each other")
+    bad = [step for step in s.eval.at_steps if not 0 <= step <= s.steps]
+    if bad:
+        raise ConfigError(f"eval.at_steps={list(s.eval.at_steps)} has steps outside "
+                          f"0..steps={s.steps}: {bad}")
+    if s.eval.at_steps and s.eval.problems < 1:
+        raise ConfigError(f"eval.problems={s.eval.problems} must be >= 1 when eval.at_steps "
+                          "is not empty")
+    if s.resume is not None and not os.path.isdir(s.resume):
+        raise ConfigError(f"resume={s.resume} is not a directory; give a checkpoint directory "
+                          "or resume=null")
+
+
+def validate(cfg: DictConfig, world_size: int, out_dir: str = "") -> Settings:
+    """Check the whole config (no instantiation, no model loading) and return its settings."""
+    settings = read_settings(cfg, out_dir)
+    if settings.prompts_per_step % world_size:
+        raise ConfigError(f"prompts_per_step={settings.prompts_per_step} is not divisible by the "
+                          f"world size {world_size}; use a multiple of {world_size}")
+    for path, provided in COMPONENTS.items():
+        check_component_node(path, cfg, provided)
+    check_containers(cfg)
+    return settings
+
+
+def check_containers(cfg: DictConfig) -> None:
+    """Groups holding several components (algo, data) hold nothing else: a key there that build_run
+    does not build would be ignored silently."""
+    for root in sorted({path.split(".")[0] for path in COMPONENTS if "." in path}):
+        built = [path.split(".", 1)[1] for path in COMPONENTS if path.startswith(root + ".")]
+        for key in cfg[root]:
+            if key not in built:
+                raise ConfigError(f"{root}.{key} is not built by rlrun{suggest(str(key), built)}; "
+                                  f"valid keys of {root}: {', '.join(built)}")
+
+
+def node_at(cfg: DictConfig, path: str) -> DictConfig:
+    return OmegaConf.select(cfg, path)
+
+
+def build(cfg: DictConfig, path: str, **given: Any) -> Any:
+    """Instantiate the component at ``path``; a ValueError from its constructor (a bad value the
+    component itself rejects) becomes a ConfigError naming the node."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    node = node_at(cfg, path)
+    try:
+        if not given:
+            return instantiate(node, _convert_="all")
+        # Objects are passed to the partial, not to instantiate, which would turn a dataclass
+        # argument (the ModelSpec) into a dict.
+        return instantiate(node, _partial_=True, _convert_="all")(**given)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ValueError):
+            raise ConfigError(f"{path}: {one_line(exc.__cause__)}") from exc
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {one_line(exc)}") from exc
+
+
+def accepted(cfg: DictConfig, path: str, offered: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``offered`` arguments the target at ``path`` takes by name."""
+    params = inspect.signature(locate(path, node_at(cfg, path)._target_)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {k: v for k, v in offered.items() if takes_any or k in params}
+
+
+def build_run(cfg: DictConfig, out_dir: str) -> Run:
+    """Validate ``cfg`` and build the run; see the module docstring for the order."""
+    from rlrun import dist
+
+    settings = validate(cfg, dist.world_size(), out_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    problems = build(cfg, "data.source")
+    verifier = build(cfg, "data.verifier")
+    reward = build(cfg, "reward")
+    advantage = build(cfg, "algo.advantage")
+    loss = build(cfg, "algo.loss")
+    curriculum = build(cfg, "curriculum")
+    model = build(cfg, "model")
+    rollout = build(cfg, "rollout", model=model)
+    trainer = build(cfg, "trainer", model=model, total_steps=settings.steps)
+    if dist.is_main():
+        logger = build(cfg, "logger", **accepted(cfg, "logger", {"out_dir": out_dir, "config": config}))
+    else:
+        logger = NullLogger()
+    return Run(settings, problems, verifier, reward, advantage, loss, curriculum, rollout, trainer,
+               logger, config)

@@ -1,0 +1,49 @@
+"""What a run directory records besides metrics (DESIGN.md house rule 10): the code version, the
+package versions, and the final summary. Hydra writes the composed config to ``.hydra/``."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+PACKAGES = ("rlrun", "torch", "transformers", "deepspeed", "hydra-core", "omegaconf", "wandb",
+            "tokenizers", "datasets", "math-verify", "vllm")
+
+
+def git_sha() -> str | None:
+    """The commit of the rlrun source tree (with ``-dirty`` for local changes), or None when
+    rlrun runs from an installed wheel rather than a git checkout."""
+    source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "-C", source, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", source, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def write_environment(out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "environment.json"), "w") as f:
+        json.dump({"git_sha": git_sha(), "versions": versions(), "argv": sys.argv}, f, indent=2)
+
+
+def write_summary(out_dir: str, summary: dict[str, Any]) -> None:
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,175 @@
+"""The tiny warm-started policy: a 0.5M-parameter Qwen2 that adds 3-digit numbers in a chain of
+thought, padded with redundant re-checks that length-aware RL can remove.
+
+``tiny_model_spec()`` (``conf/model/tiny.yaml``) returns a :class:`ModelSpec` for
+``$RLRUN_CACHE/tiny-arith-v1`` (default ``$XDG_CACHE_HOME/rlrun``, else ``~/.cache/rlrun``). On
+first use it copies the weights shipped in this package (``rlrun/tasks/tiny_model/``) there, or, if
+the package has none, trains them (a few minutes of CPU). The model is then loaded like any hub
+model, by ``rlrun.engines.model``. Layout: ``<dir>/model/`` (config + safetensors),
+``<dir>/tokenizer/`` (kept apart, see :mod:`rlrun.tasks.tokenizer`), ``<dir>/build_info.json``.
+
+Rebuild and re-ship the weights (prints held-out accuracy at T=1.0 and mean response tokens)::
+
+    python -m rlrun.tasks.tiny_model build --ship            # 1500 SFT steps, seed 0
+    python -m rlrun.tasks.tiny_model build --seconds 420     # or a wall-clock budget
+    python -m rlrun.tasks.tiny_model evaluate                # the cached / shipped model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.tasks.arith import ArithProblems
+from rlrun.tasks.sft import SFTConfig, evaluate, train
+from rlrun.tasks.tokenizer import save_tokenizer
+
+CACHE_NAME = "tiny-arith-v1"
+SHIPPED_DIR = Path(__file__).with_name("tiny_model")
+EVAL_PROBLEMS = 256
+
+
+def tiny_config(vocab_size: int):
+    """hidden 128, 2 layers, 4 heads (2 KV heads), MLP 512, tied embeddings: 505K parameters."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=512, max_position_embeddings=512,
+        tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+
+
+def cache_root() -> Path:
+    if os.environ.get("RLRUN_CACHE"):
+        return Path(os.environ["RLRUN_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "rlrun"
+
+
+def tiny_model_dir() -> Path:
+    return cache_root() / CACHE_NAME
+
+
+def is_complete(directory: Path) -> bool:
+    """True when ``directory`` holds a loadable model and tokenizer."""
+    needed = ["model/config.json", "model/model.safetensors", "tokenizer/tokenizer.json"]
+    return all((directory / name).is_file() for name in needed)
+
+
+def _install(fill, target: Path) -> None:
+    """Fill a temporary sibling of ``target`` with ``fill(path)``, then rename it into place, so
+    that concurrent processes (ranks) never see a half-written model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fill(staging)
+        if target.exists() and not is_complete(target):
+            shutil.rmtree(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process installed it first
+            if not is_complete(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _copy_tree(source: Path):
+    return lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True)
+
+
+def tiny_model_spec(dtype: str = "float32") -> ModelSpec:
+    """The tiny model's :class:`ModelSpec`, installing it into the cache on first use."""
+    target = tiny_model_dir()
+    if not is_complete(target):
+        if is_complete(SHIPPED_DIR):
+            _install(_copy_tree(SHIPPED_DIR), target)
+        else:
+            print(f"rlrun: no shipped tiny model, training one into {target}", file=sys.stderr)
+            _install(lambda staging: build(staging, SFTConfig()), target)
+    return ModelSpec(path=str(target / "model"), tokenizer_path=str(target / "tokenizer"),
+                     dtype=dtype)
+
+
+def evaluate_dir(directory: Path, digits: int = 3, n: int = EVAL_PROBLEMS, seed: int = 0,
+                 temperature: float = 1.0) -> dict[str, float]:
+    """Held-out metrics of the model in ``directory``, loaded the way rlrun loads any model."""
+    spec = ModelSpec(path=str(directory / "model"), tokenizer_path=str(directory / "tokenizer"))
+    model = load_model(spec).eval()
+    problems = ArithProblems(seed, digits).held_out(n)
+    return evaluate(model, load_tokenizer(spec), problems, temperature=temperature, seed=seed)
+
+
+def build(out: Path, cfg: SFTConfig) -> dict:
+    """Train the tiny model with ``cfg`` and save it to ``out``; returns the build record (also
+    written to ``out/build_info.json``) with the held-out evaluation at T=1.0."""
+    from transformers import Qwen2ForCausalLM
+
+    out = Path(out)
+    tokenizer_dir = save_tokenizer(out / "tokenizer")
+    tokenizer = load_tokenizer(ModelSpec(path=str(tokenizer_dir)))
+    torch.manual_seed(cfg.seed)
+    model = Qwen2ForCausalLM(tiny_config(len(tokenizer)))
+    run = train(model, tokenizer, cfg)
+    model.save_pretrained(str(out / "model"))
+    metrics = evaluate_dir(out, cfg.digits, seed=cfg.seed)
+    record = {"name": CACHE_NAME, "sft": asdict(cfg), "run": run,
+              "eval": {"problems": EVAL_PROBLEMS, "temperature": 1.0, "top_p": 1.0, **metrics},
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "build_info.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _report(metrics: dict[str, float]) -> str:
+    return (f"held-out accuracy (T=1.0, top_p=1.0): {metrics['accuracy']:.3f}  "
+            f"mean response tokens: {metrics['mean_tokens']:.1f}  "
+            f"format_ok: {metrics['format_ok']:.3f}  re-check share of tokens: "
+            f"{metrics['recheck_token_frac']:.3f}  short answers: {metrics['short_frac']:.3f} "
+            f"(accuracy {metrics['short_accuracy']:.2f})  truncated: {metrics['truncated_frac']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rlrun.tasks.tiny_model", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("build", help="train (SFT) the tiny model and evaluate it")
+    make.add_argument("--steps", type=int, default=SFTConfig.steps)
+    make.add_argument("--seconds", type=float, default=None, help="wall-clock budget instead")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--out", type=Path, default=None, help=f"default: the cache, {CACHE_NAME}")
+    make.add_argument("--ship", action="store_true", help=f"also copy it into {SHIPPED_DIR}")
+    check = sub.add_parser("evaluate", help="held-out accuracy and length of a built model")
+    check.add_argument("--dir", type=Path, default=None, help="default: the cached model")
+    check.add_argument("--n", type=int, default=EVAL_PROBLEMS)
+    check.add_argument("--temperature", type=float, default=1.0)
+    for command in (make, check):
+        command.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.command == "evaluate":
+        directory = args.dir or Path(tiny_model_spec().path).parent
+        print(_report(evaluate_dir(directory, n=args.n, temperature=args.temperature)))
+        return
+    cfg = replace(SFTConfig(), steps=args.steps, seconds=args.seconds, seed=args.seed)
+    out = args.out or tiny_model_dir()
+    record = build(out, cfg)
+    record["command"] = "python -m rlrun.tasks.tiny_model " + " ".join(argv or sys.argv[1:])
+    (out / "build_info.json").write_text(json.dumps(record, indent=2) + "\n")
+    if args.ship:
+        shutil.rmtree(SHIPPED_DIR, ignore_errors=True)
+        shutil.copytree(out, SHIPPED_DIR)
+    print(f"built {out} in {record['run']['seconds']:.0f} s ({record['run']['steps']} steps)")
+    print(_report(record["eval"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""The speed peer: Hugging Face TRL's ``GRPOTrainer`` on the same work as ``scripts/bench.py``.
+
+Runs in its own venv (``scripts/bench_trl_setup.sh`` builds ``.venv-trl``) and prints ONE JSON object
+(stdout, and ``--out FILE``): TRL's seconds per step (median of steps 2..N, measured between
+consecutive ``on_step_end`` callbacks), plus two reference points on the same 64-row batch: one plain
+``model.generate`` call and one plain forward + backward + AdamW step.
+
+The work, identical to rlrun's bench: the embedded tiny model, prompts ``ArithProblems(seed 0,
+digits 3).batch(step, 8)`` for step 0, 1, ... (plain text, no chat template), 8 completions each
+(TRL counts completions: per_device_train_batch_size 64, num_generations 8), at most 96 new tokens,
+temperature 1.0, top_p 1.0, reward = correctness of the last ``\\boxed{}``, beta 0 (``--kl``: 0.04
+with a reference model), lr 1e-5, one optimizer step per generation batch, fp32, no gradient
+checkpointing, "grpo" loss (sequence mean of token means). TRL's defaults differ (bf16 on even on
+CPU, gradient checkpointing on, lr 1e-6, "dapo" loss, logging every 10 steps): all set explicitly.
+
+    .venv-trl/bin/python scripts/bench_trl.py [--steps 11] [--kl] [--out FILE]
+    .venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4     # the 2.39M-param size
+    .venv-trl/bin/python scripts/bench_trl.py --weights random --steps 3  # before the tiny model exists
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # rlrun from this checkout, installed or not
+
+PROMPTS, GROUP, MAX_NEW, LR, KL_BETA = 8, 8, 96, 1e-5, 0.04
+TINY_SHAPE = {"hidden_size": 128, "num_hidden_layers": 2}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=11, help="optimizer steps; the median is over 2..steps")
+    p.add_argument("--kl", action="store_true", help=f"beta={KL_BETA} with a reference model")
+    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--weights", choices=["auto", "warm", "random"], default="auto",
+                   help="auto: the warm-started tiny model at its own size, random init at any other")
+    p.add_argument("--model-path", help="a trained model directory to use instead (any size)")
+    p.add_argument("--tokenizer-path", help="its tokenizer directory (default: the char tokenizer)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("RLRUN_THREADS", "2")))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each reference point")
+    args = p.parse_args()
+    if args.steps < 1:
+        p.error("--steps must be >= 1")
+    return args
+
+
+# ---------------------------------------------------------------- model and tokenizer
+
+
+def _random_model_dir(args: argparse.Namespace, workdir: Path) -> Path:
+    """A randomly initialised Qwen2 of the tiny model's family at the requested size, saved (TRL
+    re-loads the reference model for --kl from the policy's ``name_or_path``, so it must live in a
+    directory)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from rlrun.tasks.tiny_model import tiny_config
+    from rlrun.tasks.tokenizer import CHARS, SPECIALS
+
+    config = tiny_config(len(SPECIALS) + len(CHARS)).to_dict()
+    config.update(hidden_size=args.hidden, num_hidden_layers=args.layers, layer_types=None)
+    config = Qwen2Config(**config)  # layer_types re-derived for the new layer count
+    torch.manual_seed(args.seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    path = workdir / f"random-h{args.hidden}-l{args.layers}"
+    model.save_pretrained(str(path))
+    return path
+
+
+def _warm_tiny():
+    """``(ModelSpec, build_info)`` of the warm-started tiny model, or exit. Never trains it:
+    ``tiny_model_spec()`` would run a ~25-minute SFT when neither the package nor the cache holds
+    the weights, so this only calls it when it will copy or reuse them."""
+    import json as _json
+
+    from rlrun.tasks import tiny_model as tm
+
+    cached, shipped = tm.tiny_model_dir(), tm.SHIPPED_DIR
+    if not (tm.is_complete(cached) or tm.is_complete(shipped)):
+        raise SystemExit(f"bench_trl: no warm-started tiny model in {shipped} or {cached}; build it with "
+                         "`make tiny-model` (or pass --weights random for a development run)")
+    spec = tm.tiny_model_spec()
+    info_file = Path(spec.path).parent / "build_info.json"
+    info = _json.loads(info_file.read_text()) if info_file.is_file() else {}
+    summary = {"name": info.get("name"), "sft_steps": (info.get("run") or {}).get("steps"),
+               "heldout_accuracy": (info.get("eval") or {}).get("accuracy"),
+               "heldout_mean_tokens": (info.get("eval") or {}).get("mean_tokens")}
+    if "provisional" in info:
+        summary["provisional"] = info["provisional"]
+    return spec, summary
+
+
+def resolve_model(args: argparse.Namespace, workdir: Path):
+    """``(ModelSpec, weights label, build info)``: the warm-started tiny model at its own size, a
+    given directory, or a random init of the same family."""
+    from rlrun.engines.model import ModelSpec
+    from rlrun.tasks.tokenizer import save_tokenizer
+
+    if args.model_path:
+        tokenizer_path = args.tokenizer_path or str(save_tokenizer(workdir / "tokenizer"))
+        return ModelSpec(args.model_path, tokenizer_path), f"from {args.model_path}", None
+    if args.weights == "warm" or (args.weights == "auto" and _is_tiny(args)):
+        if not _is_tiny(args):
+            raise SystemExit("bench_trl: no warm-started model of this size; pass --model-path or --weights random")
+        spec, info = _warm_tiny()
+        return spec, "warm-started", info
+    tokenizer_path = args.tokenizer_path or str(save_tokenizer(workdir / "tokenizer"))
+    return ModelSpec(str(_random_model_dir(args, workdir)), tokenizer_path), "random", None
+
+
+def _is_tiny(args: argparse.Namespace) -> bool:
+    return (args.hidden, args.layers) == (TINY_SHAPE["hidden_size"], TINY_SHAPE["num_hidden_layers"])
+
+
+def load_tokenizer_checked(spec):
+    """rlrun's own loader, then a round trip through the exact calls TRL makes (MEASURED.md, Traps:
+    a wrongly resolved tokenizer silently drops spaces and newlines)."""
+    from rlrun.engines.model import load_tokenizer
+
+    tok = load_tokenizer(spec)
+    tok.padding_side = "left"  # TRL left-pads prompts itself; keep the tokenizer consistent with it
+    text = "Add 347+708.\n<think>\n7+8+0=15, write 5\n</think>\n\\boxed{1055}"
+    ids = tok(text=[text])["input_ids"][0]  # GRPOTrainer._tokenize_prompts: processing_class(text=...)
+    back = tok.batch_decode([ids], skip_special_tokens=True)[0]
+    if back != text or len(ids) != len(text) + 1 or ids[0] != tok.bos_token_id:
+        raise SystemExit(f"bench_trl: tokenizer round trip failed: {text!r} -> {back!r} ({len(ids)} ids)")
+    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
+        raise SystemExit("bench_trl: the char tokenizer should have its own <pad> token")
+    return tok
+
+
+# ---------------------------------------------------------------- task
+
+
+def build_dataset(steps: int, seed: int):
+    """Step t's prompts are rlrun's ``ArithProblems(seed, 3).batch(t, 8)``; TRL reads them in order."""
+    from datasets import Dataset
+
+    from rlrun.tasks.arith import ArithProblems
+
+    problems = ArithProblems(seed=seed, digits=3)
+    rows = [{"prompt": p.prompt, "answer": p.answer} for t in range(steps) for p in problems.batch(t, PROMPTS)]
+    return Dataset.from_list(rows)
+
+
+class CorrectReward:
+    """1.0 when the last ``\\boxed{}`` equals the gold integer; also records completion lengths
+    (tokens before EOS, EOS not counted) and rewards per call, i.e. per step."""
+
+    __name__ = "correct"  # TRL logs rewards/<__name__>/mean
+
+    def __init__(self, eos_ids: list[int]) -> None:
+        self.eos_ids = set(eos_ids)
+        self.lengths: list[list[int]] = []
+        self.rewards: list[list[float]] = []
+
+    def __call__(self, prompts, completions, completion_ids, answer, **_) -> list[float]:
+        from rlrun.tasks.verify import extract_boxed, parse_integer
+
+        rewards = [
+            float(parse_integer(gold) is not None and parse_integer(extract_boxed(text)) == parse_integer(gold))
+            for text, gold in zip(completions, answer)
+        ]
+        self.lengths.append([len(ids) - (1 if ids and ids[-1] in self.eos_ids else 0) for ids in completion_ids])
+        self.rewards.append(rewards)
+        return rewards
+
+
+# ---------------------------------------------------------------- TRL run
+
+
+def make_step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        """Wall time per optimizer step: consecutive ``on_step_end`` (step 1 from ``on_train_begin``),
+        which includes TRL's data fetch and logging; and ``on_step_begin`` -> ``on_step_end`` alone."""
+
+        def __init__(self) -> None:
+            self.step_s, self.inner_s, self.logs = [], [], []
+            self._last = self._begin = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._last = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._begin = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            self.step_s.append(now - self._last)
+            self.inner_s.append(now - self._begin)
+            self._last = now
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.logs.append(dict(logs or {}))
+
+    return StepTimer()
+
+
+def _timed(record: list[float], fn):
+    def wrapper(*a, **kw):
+        start = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            record.append(time.perf_counter() - start)
+
+    return wrapper
+
+
+def grpo_config(args: argparse.Namespace, workdir: Path):
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(workdir / "trl"), max_steps=args.steps, seed=args.seed, data_seed=args.seed,
+        per_device_train_batch_size=PROMPTS * GROUP, num_generations=GROUP,
+        gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+        max_completion_length=MAX_NEW, temperature=1.0, top_p=1.0, top_k=0,
+        beta=KL_BETA if args.kl else 0.0, loss_type="grpo", scale_rewards="group", epsilon=0.2,
+        learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
+        shuffle_dataset=False, remove_unused_columns=False, dataloader_num_workers=0,
+        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_completions=False,
+    )
+
+
+def run_trl(args, spec, tokenizer, workdir: Path) -> dict:
+    from rlrun.engines.model import load_model
+    from trl import GRPOTrainer
+
+    model = load_model(spec)  # from a directory: --kl re-loads the reference from model.name_or_path
+    config = grpo_config(args, workdir)
+    reward = CorrectReward([tokenizer.eos_token_id])
+    timer = make_step_timer()
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=build_dataset(
+        args.steps, args.seed), processing_class=tokenizer, callbacks=[timer])
+    rollout_s, generate_s = [], []
+    trainer._generate_and_score_completions = _timed(rollout_s, trainer._generate_and_score_completions)
+    model.generate = _timed(generate_s, model.generate)  # the trainer's generate is this model's (1 CPU process)
+    torch.set_num_threads(args.threads)
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; stdout is for the JSON
+        trainer.train()
+    if len(timer.step_s) != args.steps:
+        raise SystemExit(f"bench_trl: {len(timer.step_s)} steps timed, {args.steps} expected")
+    timed = slice(1, None) if args.steps > 1 else slice(None)
+    lengths = [n for step in reward.lengths[timed] for n in step]
+    rewards = [r for step in reward.rewards[timed] for r in step]
+    med = lambda xs: statistics.median(xs[timed]) if len(xs) == args.steps else None  # noqa: E731
+    return {
+        "s_per_step_median": med(timer.step_s),
+        "s_per_step_all": [round(s, 4) for s in timer.step_s],
+        "s_in_step_median": med(timer.inner_s),
+        "stage_s_median": {"generate": med(generate_s), "generate_and_score": med(rollout_s),
+                           "update_and_rest": None if med(rollout_s) is None else med(timer.step_s) - med(rollout_s)},
+        "mean_completion_tokens": sum(lengths) / len(lengths),
+        "truncated_frac": sum(n >= MAX_NEW for n in lengths) / len(lengths),
+        "mean_reward": sum(rewards) / len(rewards),
+        "ref_model": trainer.ref_model is not None,
+        "optim": getattr(config.optim, "value", str(config.optim)),
+        "threads_after": torch.get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------- reference points
+
+
+def reference_points(args, spec, tokenizer) -> dict:
+    """Plain ``generate`` on step 0's 64 rows (TRL's generation settings), then a plain forward +
+    backward + AdamW step on what it produced. Median of ``--repeats`` after one warm-up call each;
+    a freshly loaded model (not the one TRL trained)."""
+    from rlrun.engines.model import load_model
+    from transformers import set_seed
+
+    model = load_model(spec)
+    set_seed(args.seed)
+    prompts = [row["prompt"] for row in build_dataset(1, args.seed) for _ in range(GROUP)]
+    batch = tokenizer(text=prompts, padding=True, return_tensors="pt")  # padding_side left
+    gen_times, out = _repeat(args.repeats, lambda: _plain_generate(model, tokenizer, batch))
+    width = batch["input_ids"].shape[1]
+    completion = out[:, width:]
+    is_eos = completion == tokenizer.eos_token_id
+    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), completion.shape[1])
+    keep = torch.arange(completion.shape[1])[None, :] <= first_eos[:, None]  # through the first EOS
+    length = int(keep.sum(1).max())  # right-pad completions to the longest, as TRL does
+    ids = torch.cat([batch["input_ids"], completion[:, :length]], 1)
+    mask = torch.cat([batch["attention_mask"], keep[:, :length].long()], 1)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)
+    update = lambda: _plain_update(model, optimizer, ids, mask, width)  # noqa: E731
+    step_times, _ = _repeat(args.repeats, update)
+    return {
+        "plain_generate_s": statistics.median(gen_times),
+        "plain_generate_all": [round(s, 4) for s in gen_times],
+        "plain_generate_mean_tokens": float((keep.sum(1) - is_eos.any(1).long()).float().mean()),
+        "plain_fwd_bwd_adamw_s": statistics.median(step_times),
+        "plain_fwd_bwd_adamw_all": [round(s, 4) for s in step_times],
+        "plain_seq_len": int(ids.shape[1]),
+    }
+
+
+def _repeat(repeats: int, fn):
+    """``(seconds of each timed call, last result)``: one untimed warm-up call, then ``repeats``."""
+    times, result = [], fn()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def _plain_generate(model, tokenizer, batch) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                              max_new_tokens=MAX_NEW, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+
+
+def _plain_update(model, optimizer, ids, mask, width: int) -> None:
+    """Loss = -(masked mean log-prob of the completion tokens), averaged over rows; clip 1.0."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, width - 1 : -1]
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, width:, None]).squeeze(-1)
+    comp = mask[:, width:].float()
+    loss = -((logp * comp).sum(1) / comp.sum(1).clamp(min=1)).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    with tempfile.TemporaryDirectory(prefix="rlrun-bench-trl-") as tmp:
+        result = measure(args, Path(tmp))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict:
+    """The whole measurement, in ``workdir`` (a random model, TRL's output dir)."""
+    import transformers
+    import trl
+
+    spec, weights, build_info = resolve_model(args, workdir)
+    tokenizer = load_tokenizer_checked(spec)
+    from rlrun.engines.model import load_model
+
+    params = sum(p.numel() for p in load_model(spec).parameters())
+    result = {
+        "peer": "trl",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+        "trl_version": trl.__version__,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "model_params": params,
+        "model": {"path": spec.path, "hidden": args.hidden, "layers": args.layers},
+        "weights": weights,
+        "tiny_model_build": build_info,
+        "settings": {
+            "prompts": PROMPTS, "group_size": GROUP, "per_device_train_batch_size": PROMPTS * GROUP,
+            "num_generations": GROUP, "max_new_tokens": MAX_NEW, "temperature": 1.0, "top_p": 1.0,
+            "kl": args.kl, "beta": KL_BETA if args.kl else 0.0, "loss_type": "grpo", "lr": LR,
+            "num_iterations": 1, "steps_per_generation": 1, "gradient_accumulation_steps": 1,
+            "gradient_checkpointing": False, "bf16": False, "use_cpu": True, "steps": args.steps,
+            "seed": args.seed, "median_over": f"steps 2..{args.steps}" if args.steps > 1 else "step 1",
+            "mean_completion_tokens_counts": "tokens before EOS (EOS not counted)",
+        },
+    }
+    result.update(run_trl(args, spec, tokenizer, workdir))
+    result.update(reference_points(args, spec, tokenizer))
+    result["trl_overhead_vs_plain_sum"] = result["s_per_step_median"] / (
+        result["plain_generate_s"] + result["plain_fwd_bwd_adamw_s"]) - 1.0
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The ``rlrun`` command as a user meets it, through a real process (``python -m rlrun``): one-line
+errors with exit status 2, Hydra's traceback under HYDRA_FULL_ERROR=1, ``--help`` and ``--cfg``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from rlrun.cli import compose
+from rlrun.config_check import config_groups
+
+
+def rlrun(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", "rlrun", *args], capture_output=True, text=True,
+                          env={**environ, **env}, timeout=120)
+
+
+def unknown_key_message(key: str, suggestion: str) -> str:
+    parent, _, _ = key.rpartition(".")
+    keys = sorted(k for k in OmegaConf.select(compose([]), parent) if k != "_target_")
+    return (f"{key} is not a config key (did you mean {suggestion}?); "
+            f"valid keys of {parent}: {', '.join(keys)}")
+
+
+def cases():
+    groups = config_groups()
+    top = "checkpoint_every, group_size, prompts_per_step, resume, seed, steps"
+    return [
+        (["algo=nonexistent"],
+         f"algo=nonexistent is not an option; valid algo options: {', '.join(groups['algo'])}"),
+        (["stepz=3"], f"stepz is not a config key or group (did you mean steps?); top-level keys: "
+                      f"{top}; groups: {', '.join(groups)}"),
+        (["algo.loss.clip_lo=0.1"], unknown_key_message("algo.loss.clip_lo", "clip_low")),
+        (["steps=1.5"], "steps=1.5 is not an int"),
+        (["trainer.optim.lr=abc"],
+         "trainer.optim.lr=abc is not a float; OptimSettings takes lr: a float"),
+        (["debug=cpu", "group_size=1"], "group_size=1 must be >= 2: group-relative advantages "
+                                        "compare the completions of a prompt with each other"),
+    ]
+
+
+@pytest.mark.parametrize("args,message", cases(), ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_a_bad_command_line_is_one_line_on_stderr_and_exit_2(args, message):
+    result = rlrun(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"rlrun: error: {message}\n"
+    assert result.stdout == ""
+
+
+def test_hydra_full_error_shows_the_traceback():
+    result = rlrun("algo=nonexistent", HYDRA_FULL_ERROR="1")
+    assert result.returncode != 0
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "MissingConfigException" in result.stderr
+
+
+def test_help_lists_every_group_and_its_options():
+    result = rlrun("--help")
+    assert result.returncode == 0, result.stderr
+    assert "length-aware reinforcement learning" in result.stdout
+    assert "rlrun experiment=demo" in result.stdout  # the usage examples
+    for group, options in config_groups().items():
+        assert f"{group}: {', '.join(options)}" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    result = rlrun("--cfg", "job", "steps=7", "logger=jsonl")
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.create(result.stdout) == compose(["steps=7", "logger=jsonl"])
+
+
+def test_only_rank_0_reports_a_bad_command_line():
+    result = rlrun("algo=nonexistent", RANK="1")
+    assert (result.returncode, result.stderr) == (2, "")
+
+
+def test_the_deepspeed_launchers_local_rank_argument_is_taken_off(monkeypatch):
+    from rlrun.cli import launcher_args
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert launcher_args(["--local_rank=1", "steps=3"]) == ["steps=3"]
+    assert os.environ["LOCAL_RANK"] == "1"
+    assert launcher_args(["steps=3", "--local-rank", "0"]) == ["steps=3"]
+    assert os.environ["LOCAL_RANK"] == "1"  # a launcher's LOCAL_RANK is kept

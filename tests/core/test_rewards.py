@@ -1,0 +1,61 @@
+"""Composite reward: weighted sum of named, unweighted terms; the correct and format terms; the
+reward yaml files merged as Hydra merges ``reward=[correct,format]``."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlrun.core.rewards import Composite, CorrectReward, FormatReward
+from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "reward"
+
+
+def _step() -> StepInput:
+    problems = [Problem(uid="p0", prompt="1+1=", answer="2"), Problem(uid="p1", prompt="2+2=", answer="4")]
+    rollouts = Rollouts(
+        problems=problems, group_size=2, prompt_ids=[[1]] * 2, completion_ids=[[5, 2]] * 4,
+        texts=["a", "b", "c", "d"], length_tokens_N=torch.tensor([1, 1, 1, 1]),
+        truncated_N=torch.zeros(4, dtype=torch.bool), budget_tokens_N=torch.full((4,), 8),
+    )
+    verdicts = Verdicts(correct_N=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+                        format_ok_N=torch.tensor([1.0, 1.0, 0.0, 0.0]), predicted=["2", "3", None, None])
+    return StepInput(rollouts=rollouts, verdicts=verdicts, step=0)
+
+
+def test_single_terms():
+    step = _step()
+    assert CorrectReward()(step).tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert FormatReward()(step).tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_weighted_sum_keeps_unweighted_terms():
+    reward = Composite({"correct": {"weight": 1.0, "fn": CorrectReward()},
+                        "format": {"weight": 0.5, "fn": FormatReward()}})
+    scored = reward(_step())
+    # r = 1.0·[1,0,1,0] + 0.5·[1,1,0,0] = [1.5, 0.5, 1.0, 0.0]
+    assert scored.reward_N.tolist() == pytest.approx([1.5, 0.5, 1.0, 0.0], abs=1e-6)
+    assert scored.terms["correct"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert scored.terms["format"].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_composite_errors():
+    with pytest.raises(ValueError):
+        Composite({})
+    with pytest.raises(ValueError, match="weight"):
+        Composite({"correct": {"fn": CorrectReward()}})
+    with pytest.raises(ValueError, match="callable"):
+        Composite({"correct": {"weight": 1.0, "fn": 3}})
+    with pytest.raises(ValueError, match="total"):
+        Composite({"total": {"weight": 1.0, "fn": CorrectReward()}})
+
+
+def test_yaml_files_merge_into_weighted_sum():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "correct.yaml"), OmegaConf.load(CONF / "format.yaml"))
+    cfg.terms.format.weight = 0.5  # reward.terms.format.weight=0.5
+    scored = instantiate(cfg)(_step())
+    assert scored.reward_N.tolist() == pytest.approx([1.5, 0.5, 1.0, 0.0], abs=1e-6)
+    assert sorted(scored.terms) == ["correct", "format"]

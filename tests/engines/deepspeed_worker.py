@@ -1,0 +1,83 @@
+"""One rank of the multi-process DeepSpeed check (tests/engines/test_deepspeed_multiproc.py).
+
+Run as ``torchrun --nproc_per_node 2 deepspeed_worker.py ROOT OUT``: ROOT holds the tiny model
+(deepspeed_fixtures.build_tiny), OUT receives rank 0's results. The prompts are split unevenly
+(rank 0: prompts 0-2, rank 1: prompt 3) so that rank 1 runs empty micro-batches. For each ZeRO
+stage: one update on the rank's rows; for stage 3 also save, a second update, then a fresh trainer
+that loads the checkpoint and repeats the second update.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from deepspeed_fixtures import make_batch, make_rollouts, subset  # noqa: E402
+
+from rlrun import dist  # noqa: E402
+from rlrun.core.losses import ClippedSurrogate  # noqa: E402
+from rlrun.engines.model import ModelSpec  # noqa: E402
+from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings  # noqa: E402
+from rlrun.types import TrainBatch  # noqa: E402
+
+PROMPTS = {0: [0, 1, 2], 1: [3]}
+OPTIM = OptimSettings(lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0, warmup_steps=1, schedule="cosine")
+LOSS = ClippedSurrogate(kl_coef=0.1, aggregation="token_mean")
+
+
+def union_rollouts():
+    return make_rollouts([3, 5, 2, 4], [4, 1, 7, 0, 3, 6, 2, 5], group_size=2, seed=1)
+
+
+def local_batch(trainer: DeepSpeedTrainer, seed: int) -> tuple:
+    """This rank's rollouts and TrainBatch: its rows of the union batch of ``make_batch(seed)``,
+    with old/ref log-probs from the trainer itself."""
+    union = union_rollouts()
+    noise = make_batch(union, torch.zeros(union.mask_NT().shape), None, seed)
+    mine = PROMPTS[dist.rank()]
+    rows = [b * union.group_size + j for b in mine for j in range(union.group_size)]
+    local = subset(union, mine)
+    width = local.mask_NT().shape[1]
+    batch = TrainBatch(
+        mask_NT=local.mask_NT(),
+        old_logp_NT=trainer.logprobs(local) + noise.old_logp_NT[rows, :width],
+        advantages_N=noise.advantages_N[rows],
+        ref_logp_NT=trainer.logprobs(local, reference=True),
+        group_N=local.group_N,
+    )
+    return local, batch
+
+
+def make_trainer(root: str, stage: int) -> DeepSpeedTrainer:
+    spec = ModelSpec(path=os.path.join(root, "model"), tokenizer_path=os.path.join(root, "tokenizer"))
+    extra = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # really shard the tiny model
+    return DeepSpeedTrainer(
+        spec, total_steps=4, zero_stage=stage, micro_batch_size=2, optim=OPTIM, deepspeed_config=extra
+    )
+
+
+def main(root: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init()
+    results: dict = {"world_size": dist.world_size()}
+    for stage in (0, 2, 3):
+        trainer = make_trainer(root, stage)
+        stats = trainer.update(*local_batch(trainer, seed=2), LOSS)
+        results[stage] = {"stats": stats, "weights": trainer.weights()}
+    params = list(trainer.engine.module.parameters())  # ZeRO-3: each rank holds a part of each
+    results["sharded"] = all(p.ds_tensor.numel() < p.ds_numel for p in params)
+    trainer.save(os.path.join(out, "ckpt"))
+    results["second"] = trainer.update(*local_batch(trainer, seed=3), LOSS), trainer.weights()
+    resumed = make_trainer(root, 3)
+    resumed.load(os.path.join(out, "ckpt"))
+    results["resumed"] = resumed.update(*local_batch(resumed, seed=3), LOSS), resumed.weights()
+    if dist.is_main():
+        torch.save(results, os.path.join(out, "results.pt"))
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

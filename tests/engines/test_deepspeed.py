@@ -1,0 +1,158 @@
+"""The DeepSpeed trainer, run for real in this process (a world of one, gloo on the CPU), against
+plain torch: one unpadded forward per row and one full-batch AdamW step.
+
+The optimizer uses eps = 1 so that a step is about ``lr * g / (|g| + 1)``: unlike Adam's usual
+``lr * sign(g)`` first step, it changes if the gradient is scaled, so the weights check the
+gradient's size as well as its direction.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from deepspeed_fixtures import build_tiny, make_batch, make_rollouts, plain_logprobs, plain_step
+from rlrun.core.losses import ClippedSurrogate
+from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings, lr_factor, micro_batches, pack
+
+OPTIM = OptimSettings(lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0)
+SHARD = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # ZeRO-3 shards every tensor
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory) -> ModelSpec:
+    torch.set_num_threads(1)
+    return build_tiny(str(tmp_path_factory.mktemp("tiny")))
+
+
+def rollouts(seed: int = 1):
+    # 3 prompts x 2 completions; row 3 is empty (no response token: out of N').
+    return make_rollouts([3, 5, 2], [4, 1, 7, 0, 3, 6], group_size=2, seed=seed)
+
+
+def trainer(spec: ModelSpec, stage: int, **kw) -> DeepSpeedTrainer:
+    kw.setdefault("optim", OPTIM)
+    return DeepSpeedTrainer(
+        spec, total_steps=4, zero_stage=stage, micro_batch_size=2, deepspeed_config=SHARD, **kw
+    )
+
+
+def assert_state_close(got: dict, want: dict, atol: float = 1e-7) -> None:
+    assert sorted(got) == sorted(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=atol, msg=key)
+
+
+def test_lr_factor_warmup_then_cosine():
+    # warmup 2: (0+1)/3, (1+1)/3; then cosine over 10 - 2 = 8 steps: step 6 -> p = 4/8,
+    # 0.5 (1 + cos(pi/2)) = 0.5; step 10 and later -> p = 1 -> 0.
+    assert lr_factor(0, 2, 10, "cosine") == pytest.approx(1 / 3, abs=1e-12)
+    assert lr_factor(1, 2, 10, "cosine") == pytest.approx(2 / 3, abs=1e-12)
+    assert lr_factor(2, 2, 10, "cosine") == pytest.approx(1.0, abs=1e-12)
+    assert lr_factor(6, 2, 10, "cosine") == pytest.approx(0.5, abs=1e-12)
+    assert lr_factor(12, 2, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(7, 0, 10, "constant") == 1.0
+    assert lr_factor(3, 0, 10, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.3)), abs=1e-12)
+
+
+def test_pack_left_pads_prompts_and_right_pads_completions():
+    ids, attn, pos, target, mask = pack([[5, 6], [7]], [[8], [9, 10, 11]], pad_id=0)
+    # P = 2, T = 3: row 0 = [5 6 | 8 0 0], row 1 = [0 7 | 9 10 11]
+    assert ids.tolist() == [[5, 6, 8, 0, 0], [0, 7, 9, 10, 11]]
+    assert attn.tolist() == [[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]]
+    assert pos.tolist() == [[0, 1, 2, 2, 2], [0, 0, 1, 2, 3]]
+    assert target.tolist() == [[8, 0, 0], [9, 10, 11]]
+    assert mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+
+
+def test_micro_batches_sort_by_length_and_pad_to_count():
+    # lengths 3, 9, 1, 5, 7 -> order 1, 4, 3, 0, 2 -> [1 4] [3 0] [2], plus one empty batch.
+    got = micro_batches([3, 9, 1, 5, 7], size=2, count=4)
+    assert [b.tolist() for b in got] == [[1, 4], [3, 0], [2], []]
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_logprobs_match_plain_forward(spec, stage):
+    ro = rollouts()
+    with torch.no_grad():
+        want = plain_logprobs(load_model(spec).eval(), ro)
+    t = trainer(spec, stage)
+    got = t.logprobs(ro)
+    assert got.shape == ro.mask_NT().shape == (6, 7)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+    assert got[3].abs().sum() == 0  # the empty row stays 0
+    torch.testing.assert_close(t.logprobs(ro, reference=True), want, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("stage", [0, 2, 3])
+def test_update_equals_one_full_batch_step(spec, stage):
+    ro = rollouts()
+    loss = ClippedSurrogate(kl_coef=0.1, aggregation="seq_mean_token_mean")
+    with torch.no_grad():
+        plain = plain_logprobs(load_model(spec).eval(), ro)
+    reference_batch = make_batch(ro, plain, plain, seed=2)
+    want_state, want_stats = plain_step(spec, ro, reference_batch, loss, OPTIM, lr=OPTIM.lr)
+
+    t = trainer(spec, stage)
+    batch = make_batch(ro, t.logprobs(ro), t.logprobs(ro, reference=True), seed=2)
+    stats = t.update(ro, batch, loss)
+
+    # 5 non-empty rows, 21 response tokens (4+1+7+3+6), set on the batch for the whole mini-batch
+    assert (batch.norm.total_rows, batch.norm.total_tokens) == (5.0, 21.0)
+    assert stats["optim/lr"] == pytest.approx(OPTIM.lr, abs=1e-12)
+    assert want_stats["optim/grad_norm"] > OPTIM.grad_clip  # the clip was active
+    for key, value in want_stats.items():
+        assert stats[key] == pytest.approx(value, abs=1e-5), key
+    assert_state_close(t.weights(), want_state)
+
+
+def test_update_is_exactly_on_policy_with_the_trainers_old_logprobs(spec):
+    # The update's forward packs the micro-batches as logprobs() did, so ratio = exp(0) = 1 exactly
+    # and with a zero-width clip range no token counts as clipped (1e-7 off would clip ~half).
+    ro = rollouts()
+    t = trainer(spec, 0)
+    batch = make_batch(ro, t.logprobs(ro), None, seed=2)
+    batch.old_logp_NT = t.logprobs(ro)
+    stats = t.update(ro, batch, ClippedSurrogate(clip_low=0.0, clip_high=0.0))
+    assert stats["ppo/clip_frac"] == 0.0
+
+
+def test_save_load_continues_identically(spec, tmp_path):
+    optim = OptimSettings(
+        lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0, warmup_steps=1, schedule="cosine"
+    )
+    loss = ClippedSurrogate(aggregation="token_mean")
+
+    def step(t: DeepSpeedTrainer, seed: int) -> dict[str, float]:
+        ro = rollouts(seed)
+        return t.update(ro, make_batch(ro, t.logprobs(ro), None, seed), loss)
+
+    first = trainer(spec, 2, optim=optim)
+    step(first, seed=1)
+    after_one = first.weights()
+    first.save(str(tmp_path))
+    want_stats = step(first, seed=5)
+    second = trainer(spec, 2, optim=optim)
+    second.load(str(tmp_path))
+    got_stats = step(second, seed=5)
+
+    # lr: warmup (0+1)/2 -> 0.5 lr at step 0; step 1 is cosine p = 0 -> 1.0 lr
+    assert want_stats["optim/lr"] == pytest.approx(1e-2, abs=1e-12)
+    assert got_stats == want_stats
+    assert_state_close(second.weights(), first.weights(), atol=0.0)
+    # the Hugging Face copy holds the weights after the first step and loads with its tokenizer
+    saved = ModelSpec(
+        path=os.path.join(tmp_path, "model"), tokenizer_path=os.path.join(tmp_path, "tokenizer")
+    )
+    assert_state_close(load_model(saved).state_dict(), after_one, atol=0.0)
+    assert load_tokenizer(saved).pad_token_id == first.tokenizer.pad_token_id
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_weights_is_the_full_state_dict_with_tied_embeddings(tmp_path, stage):
+    tied = build_tiny(str(tmp_path), tie_word_embeddings=True)
+    want = load_model(tied).state_dict()
+    assert_state_close(trainer(tied, stage).weights(), want, atol=0.0)

@@ -1,0 +1,71 @@
+"""The HF rollout engine against plain Hugging Face ``generate`` and a full forward pass."""
+from __future__ import annotations
+
+import torch
+
+from rlrun.engines.rollout.hf import HFRollout, nucleus_filter
+from rlrun.types import Problem
+
+PROBLEMS = [Problem(uid=str(i), prompt=f"What is {i}+{7 * i}?" * (i + 1), answer="0") for i in range(3)]
+
+
+def test_greedy_matches_generate_per_prompt(random_policy):
+    rollout = HFRollout(random_policy, temperature=0)
+    budgets = [20, 5, 12]
+    out = rollout.generate(PROBLEMS, 2, budgets)
+    assert out.budget_tokens_N.tolist() == [20, 20, 5, 5, 12, 12]
+    for i, budget in enumerate(budgets):
+        ids = torch.tensor([out.prompt_ids[i]])
+        ref = rollout.model.generate(
+            ids, max_new_tokens=budget, do_sample=False, eos_token_id=rollout.tokenizer.eos_token_id,
+            pad_token_id=rollout.tokenizer.pad_token_id,
+        )[0, ids.shape[1]:].tolist()
+        assert out.completion_ids[2 * i] == ref  # left-padded batch == unpadded single prompt
+        assert out.completion_ids[2 * i + 1] == ref  # greedy: both samples of a group agree
+
+
+def test_budgets_truncation_and_lengths(random_policy):
+    torch.manual_seed(0)
+    rollout = HFRollout(random_policy, temperature=1.0)
+    eos = rollout.tokenizer.eos_token_id
+    out = rollout.generate(PROBLEMS, 4, [3, 8, 30])
+    for row, ids in enumerate(out.completion_ids):
+        budget = int(out.budget_tokens_N[row])
+        ended = ids[-1] == eos
+        assert len(ids) <= budget
+        assert eos not in ids[:-1]
+        assert bool(out.truncated_N[row]) == (not ended)
+        if not ended:
+            assert len(ids) == budget
+        assert int(out.length_tokens_N[row]) == len(ids) - int(ended)
+    mask = out.mask_NT()
+    assert mask.sum(1).tolist() == [float(len(ids)) for ids in out.completion_ids]
+
+
+def test_logprobs_match_full_forward(random_policy):
+    torch.manual_seed(1)
+    rollout = HFRollout(random_policy, temperature=1.0)
+    out = rollout.generate(PROBLEMS, 2, [16, 16, 16])
+    for row, ids in enumerate(out.completion_ids):
+        prompt = out.prompt_ids[row // 2]
+        full = torch.tensor([prompt + ids])
+        logp = rollout.model(full).logits[0, len(prompt) - 1: -1].log_softmax(-1)
+        ref = logp.gather(-1, torch.tensor(ids)[:, None]).squeeze(1)
+        torch.testing.assert_close(out.logp_NT[row, : len(ids)], ref, atol=1e-5, rtol=0)
+
+
+def test_sampling_is_reproducible_with_a_seed(random_policy):
+    rollout = HFRollout(random_policy, temperature=1.0, top_p=0.9)
+    torch.manual_seed(3)
+    first = rollout.generate(PROBLEMS, 3, [10, 10, 10]).completion_ids
+    torch.manual_seed(3)
+    assert rollout.generate(PROBLEMS, 3, [10, 10, 10]).completion_ids == first
+
+
+def test_nucleus_filter_keeps_smallest_set_reaching_top_p():
+    # probs 0.5, 0.3, 0.15, 0.05: top_p 0.8 keeps {0.5, 0.3} (mass before 0.15 is 0.8 >= 0.8)
+    logits = torch.log(torch.tensor([[0.15, 0.5, 0.05, 0.3]]))
+    kept = torch.isfinite(nucleus_filter(logits, 0.8))
+    assert kept.tolist() == [[False, True, False, True]]
+    assert torch.isfinite(nucleus_filter(logits, 0.81)).tolist() == [[True, True, False, True]]
+    assert torch.isfinite(nucleus_filter(logits, 0.3)).tolist() == [[False, True, False, False]]

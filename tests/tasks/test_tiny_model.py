@@ -1,0 +1,108 @@
+"""The tiny model: SFT pieces, installing the shipped weights into the cache, loading them like any
+hub model, and (slow) that a rebuild still reaches 90 % held-out accuracy at T=1.0."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.tasks import tiny_model
+from rlrun.tasks.arith import ArithProblems
+from rlrun.tasks.sft import SFTConfig, encode_examples, evaluate, lr_at, sft_loss
+from rlrun.tasks.tokenizer import save_tokenizer
+from rlrun.types import Problem
+
+needs_shipped = pytest.mark.skipif(
+    not tiny_model.is_complete(tiny_model.SHIPPED_DIR), reason="no weights shipped in the package"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    directory = save_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
+    return load_tokenizer(ModelSpec(path=str(directory)))
+
+
+def test_lr_schedule():
+    cfg = SFTConfig(lr=1.0, warmup_frac=0.1)
+    assert lr_at(0.0, cfg) == 0.0
+    assert lr_at(0.05, cfg) == pytest.approx(0.5)  # half-way through warm-up
+    assert lr_at(0.1, cfg) == pytest.approx(1.0)
+    assert lr_at(0.55, cfg) == pytest.approx(0.5)  # cosine mid-point: (1 + cos(pi/2)) / 2
+    assert lr_at(1.0, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_labels_cover_response_and_eos_only(tokenizer):
+    problem = Problem("p", "Add 1+2.\n", "3")
+    ids, labels = encode_examples(tokenizer, [problem, problem], ["ab", "abcd"])
+    # row: <bos> "Add 1+2.\n" (9 chars) = 10 prompt tokens, then response, then <eos>
+    assert ids.shape == (2, 15)
+    assert ids[0, 10:].tolist() == [69, 70, 2, 0, 0]  # 'a'=4+65, 'b'=4+66, eos, pad, pad
+    assert (labels[:, :10] == -100).all()
+    assert labels[0, 10:].tolist() == [69, 70, 2, -100, -100]
+    assert labels[1, 10:].tolist() == [69, 70, 71, 72, 2]
+
+
+def test_loss_is_summed_token_loss_over_a_constant(tokenizer):
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(tiny_model.tiny_config(len(tokenizer)))
+    problem = Problem("p", "Add 1+2.\n", "3")
+    ids, labels = encode_examples(tokenizer, [problem, problem], ["ab", "abcd"])
+    cfg = SFTConfig(batch_size=2, norm_tokens=4.0)
+    logp = model(input_ids=ids).logits.log_softmax(-1)
+    # 3 + 5 labelled tokens, summed, divided by batch_size * norm_tokens = 8
+    picked = [-logp[r, t - 1, ids[r, t]] for r, n in ((0, 3), (1, 5)) for t in range(10, 10 + n)]
+    torch.testing.assert_close(sft_loss(model, ids, labels, cfg), torch.stack(picked).sum() / 8)
+
+
+def test_cache_root_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("RLRUN_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tiny_model.tiny_model_dir() == tmp_path / "xdg" / "rlrun" / "tiny-arith-v1"
+    monkeypatch.setenv("RLRUN_CACHE", str(tmp_path / "mine"))
+    assert tiny_model.tiny_model_dir() == tmp_path / "mine" / "tiny-arith-v1"
+
+
+@needs_shipped
+def test_spec_installs_shipped_weights_and_loads_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLRUN_CACHE", str(tmp_path))
+    spec = tiny_model.tiny_model_spec(dtype="float32")
+    target = tmp_path / "tiny-arith-v1"
+    assert spec == ModelSpec(str(target / "model"), str(target / "tokenizer"), "float32")
+    shipped = (tiny_model.SHIPPED_DIR / "model" / "model.safetensors").read_bytes()
+    assert (target / "model" / "model.safetensors").read_bytes() == shipped
+    assert not (target / "tokenizer" / "config.json").exists()
+    stamp = (target / "model" / "model.safetensors").stat().st_mtime_ns
+    assert tiny_model.tiny_model_spec() == spec  # second call: already installed, no copy
+    assert (target / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+
+    model, tokenizer = load_model(spec), load_tokenizer(spec)
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert sum(p.numel() for p in model.parameters()) == 505_472
+    text = "Add 347+708.\n"
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+    # the warm start works through this loading path: greedy answers to held-out problems
+    metrics = evaluate(model.eval(), tokenizer, ArithProblems(0).held_out(32), temperature=0.0)
+    assert metrics["accuracy"] >= 0.9
+    assert metrics["format_ok"] == 1.0
+
+
+@needs_shipped
+def test_spec_repairs_an_incomplete_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLRUN_CACHE", str(tmp_path))
+    (tmp_path / "tiny-arith-v1" / "model").mkdir(parents=True)  # e.g. an interrupted copy
+    spec = tiny_model.tiny_model_spec()
+    assert tiny_model.is_complete(tmp_path / "tiny-arith-v1")
+    assert load_tokenizer(spec).eos_token_id == 2
+
+
+@pytest.mark.slow
+def test_rebuild_reaches_90_percent_at_temperature_one(tmp_path):
+    torch.set_num_threads(2)
+    record = tiny_model.build(tmp_path, SFTConfig())
+    assert record["run"]["steps"] == SFTConfig().steps
+    assert record["eval"]["accuracy"] >= 0.9, record["eval"]
+    assert record["eval"]["format_ok"] >= 0.95
+    assert 100 <= record["eval"]["mean_tokens"] <= 160  # traces average ~130 tokens
