@@ -63,7 +63,10 @@ def save(run, step: int, extra: dict | None = None) -> str:
 
 
 def latest(run_dir: str) -> str:
-    """The newest complete checkpoint of a run directory; a clear error when there is none."""
+    """The checkpoint to resume from: ``run_dir`` itself when it is a checkpoint directory, else
+    the newest complete checkpoint of a run directory; a clear error when there is none."""
+    if os.path.exists(os.path.join(run_dir, "state.pt")):
+        return run_dir
     pointer = os.path.join(run_dir, "checkpoints", "latest")
     if not os.path.exists(pointer):
         raise FileNotFoundError(f"resume={run_dir!r} holds no checkpoint (no {pointer})")

@@ -125,6 +125,8 @@ def app(cfg: DictConfig) -> None:
     dist.init()
     # Every rank writes to rank 0's run dir (ranks may start in different seconds).
     out_dir = dist.broadcast_object(HydraConfig.get().runtime.output_dir)
+    if dist.is_main():
+        rundir.inherit_wandb_run(cfg.resume, out_dir)
     try:
         run = build_run(cfg, out_dir)
     except ConfigError as exc:

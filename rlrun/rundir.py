@@ -47,3 +47,18 @@ def write_environment(out_dir: str) -> None:
 def write_summary(out_dir: str, summary: dict[str, Any]) -> None:
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True, default=str)
+
+
+def inherit_wandb_run(resume: str | None, out_dir: str) -> None:
+    """A resumed run continues the W&B run of the run it resumes: copy that run's id file (from the
+    run dir, or from the run dir above a checkpoint dir) into the new run dir."""
+    if not resume:
+        return
+    candidates = [resume, os.path.join(resume, os.pardir, os.pardir)]
+    for directory in candidates:
+        source = os.path.join(directory, "wandb_run_id")
+        if os.path.exists(source):
+            os.makedirs(out_dir, exist_ok=True)
+            with open(source) as f, open(os.path.join(out_dir, "wandb_run_id"), "w") as g:
+                g.write(f.read())
+            return

@@ -8,6 +8,7 @@ go to ``metrics.jsonl`` (the run directory's own record).
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 from rlrun.loggers.jsonl import JsonlLogger
@@ -30,7 +31,7 @@ class WandbLogger:
 
         self.jsonl = JsonlLogger(out_dir)
         id_file = os.path.join(out_dir, "wandb_run_id")
-        run_id = open(id_file).read().strip() if os.path.exists(id_file) else wandb.util.generate_id()
+        run_id = open(id_file).read().strip() if os.path.exists(id_file) else uuid.uuid4().hex[:8]
         with open(id_file, "w") as f:
             f.write(run_id)
         self.run = wandb.init(
