@@ -118,3 +118,12 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     tdist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """The concatenation over ranks (rank order) of each rank's 1-D ``t``; sizes may differ."""
+    if world_size() == 1:
+        return t.clone()
+    parts: list[Any] = [None] * world_size()
+    tdist.all_gather_object(parts, t.detach().cpu())
+    return torch.cat(parts).to(t.device)

@@ -26,11 +26,17 @@ def evaluate(run, problems) -> dict[str, float]:
     start of training (the same cap the run starts with), reduced over ranks."""
     share = problems[dist.rank():: dist.world_size()]
     rollouts = run.rollout.generate(share, 1, run.curriculum.budgets(0, share))
-    verdicts = run.verifier(rollouts)
-    local = rollout_metrics(rollouts.length_tokens_N, rollouts.truncated_N, verdicts.correct_N)
-    merged = dist.mean_metrics(local, weight=float(len(share)))
+    merged = gathered_metrics(rollouts, run.verifier(rollouts))
     return {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
             "truncated_frac": merged["length/truncated_frac"]}
+
+
+def gathered_metrics(rollouts, verdicts) -> dict[str, float]:
+    """Accuracy and length statistics over the completions of all ranks (percentiles included)."""
+    return rollout_metrics(
+        dist.gather_cat(rollouts.length_tokens_N), dist.gather_cat(rollouts.truncated_N),
+        dist.gather_cat(verdicts.correct_N),
+    )
 
 
 def train_step(run, step: int) -> dict[str, float]:
@@ -58,12 +64,16 @@ def train_step(run, step: int) -> dict[str, float]:
     with timed(times, "sync"):
         run.rollout.load_weights(run.trainer.weights())
     local = {
-        **rollout_metrics(rollouts.length_tokens_N, rollouts.truncated_N, verdicts.correct_N),
         **reward_metrics(scored),
         "curriculum/budget_mean_tokens": float(torch.tensor(budgets, dtype=torch.float).mean()),
         "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
     }
-    metrics = {**dist.mean_metrics(local, weight=float(len(rollouts))), **stats, **times}
+    metrics = {
+        **gathered_metrics(rollouts, verdicts),
+        **dist.mean_metrics(local, weight=float(len(rollouts))),
+        **stats,
+        **times,
+    }
     metrics["time/step_s"] = sum(times.values())
     return metrics
 

@@ -10,7 +10,8 @@ model, by ``rlrun.engines.model``. Layout: ``<dir>/model/`` (config + safetensor
 
 Rebuild and re-ship the weights (prints held-out accuracy at T=1.0 and mean response tokens)::
 
-    python -m rlrun.tasks.tiny_model build --ship            # 1500 SFT steps, seed 0
+    python -m rlrun.tasks.tiny_model build --ship            # 1500 SFT steps, seed 0 (~10 min
+                                                             # alone on 2 cores, ~24 min shared)
     python -m rlrun.tasks.tiny_model build --seconds 420     # or a wall-clock budget
     python -m rlrun.tasks.tiny_model evaluate                # the cached / shipped model
 """
@@ -134,7 +135,8 @@ def _report(metrics: dict[str, float]) -> str:
             f"mean response tokens: {metrics['mean_tokens']:.1f}  "
             f"format_ok: {metrics['format_ok']:.3f}  re-check share of tokens: "
             f"{metrics['recheck_token_frac']:.3f}  short answers: {metrics['short_frac']:.3f} "
-            f"(accuracy {metrics['short_accuracy']:.2f})  truncated: {metrics['truncated_frac']:.3f}")
+            f"(accuracy {metrics['short_accuracy']:.2f})  "
+            f"truncated: {metrics['truncated_frac']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,9 +40,11 @@ def build_tokenizer():
 
 
 def save_tokenizer(directory: str | Path) -> Path:
-    """Write the tokenizer files (``tokenizer.json``, ``tokenizer_config.json``) to ``directory``."""
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` to ``directory``."""
     directory = Path(directory)
     if (directory / "config.json").exists():
-        raise ValueError(f"{directory} holds a config.json: keep the tokenizer in its own directory")
+        raise ValueError(
+            f"{directory} holds a config.json: keep the tokenizer in its own directory"
+        )
     build_tokenizer().save_pretrained(str(directory))
     return directory

@@ -1,4 +1,4 @@
-"""The arithmetic task: deterministic problem streams, rank sharding, and the warm-start trace mix."""
+"""The arithmetic task: deterministic problem streams, rank sharding, the warm-start trace mix."""
 from __future__ import annotations
 
 import re
