@@ -49,14 +49,14 @@ def train_step(run, step: int) -> dict[str, float]:
         verdicts = run.verifier(rollouts)
         scored = run.reward(StepInput(rollouts, verdicts, step))
         advantages_N = run.advantage(scored.reward_N, rollouts.group_N)
-    with timed(times, "old_logprobs"):
-        old_logp_NT = run.trainer.logprobs(rollouts)
+    # One optimizer step per batch, sampled by the current weights: the update is on-policy, so
+    # pi_old's log-probs are those of the update's own forward (TrainBatch.old_logp_NT = None).
     ref_logp_NT = None
     if run.loss.needs_reference:
         with timed(times, "ref_logprobs"):
             ref_logp_NT = run.trainer.logprobs(rollouts, reference=True)
     batch = TrainBatch(
-        mask_NT=rollouts.mask_NT(), old_logp_NT=old_logp_NT, advantages_N=advantages_N,
+        mask_NT=rollouts.mask_NT(), old_logp_NT=None, advantages_N=advantages_N,
         ref_logp_NT=ref_logp_NT, group_N=rollouts.group_N, correct_N=verdicts.correct_N,
     )
     with timed(times, "update"):

@@ -109,11 +109,15 @@ class TrainBatch:
     """One micro-batch of the update, as the loss sees it.
 
     ``mask_NT`` is 1 on response tokens up to and including EOS. ``old_logp_NT`` are the log-probs
-    of the policy that sampled; ``ref_logp_NT`` those of the frozen reference (None without KL).
+    of the policy that sampled, or None when the update is on-policy (one optimizer step on a batch
+    sampled by the current weights): then pi_old = pi_theta and the trainer uses the detached
+    log-probs of its own forward pass, exactly what a separate no-grad pass would return, without
+    paying for it (verl and TRL do the same, ALGORITHMS.md 1.1.5). ``ref_logp_NT`` are the frozen
+    reference's log-probs (None without KL).
     """
 
     mask_NT: torch.Tensor
-    old_logp_NT: torch.Tensor
+    old_logp_NT: torch.Tensor | None
     advantages_N: torch.Tensor
     norm: LossNorm | None = None  # set by the trainer over the whole mini-batch, all ranks
     ref_logp_NT: torch.Tensor | None = None
@@ -128,7 +132,7 @@ class TrainBatch:
 
         return TrainBatch(
             mask_NT=self.mask_NT[index],
-            old_logp_NT=self.old_logp_NT[index],
+            old_logp_NT=None if self.old_logp_NT is None else self.old_logp_NT[index],
             advantages_N=self.advantages_N[index],
             norm=self.norm,
             ref_logp_NT=pick(self.ref_logp_NT),

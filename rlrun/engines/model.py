@@ -38,5 +38,7 @@ def load_tokenizer(spec: ModelSpec):
 
 def load_model(spec: ModelSpec) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # per-shard bars on every load and save are noise in a run log
     return AutoModelForCausalLM.from_pretrained(spec.path, dtype=DTYPES[spec.dtype])

@@ -17,7 +17,7 @@ STEP_METRICS = {
     "length/correct_mean_tokens", "length/incorrect_mean_tokens", "length/truncated_frac",
     "reward/total", "reward/correct", "loss/policy", "loss/kl", "ppo/clip_frac",
     "curriculum/budget_mean_tokens", "throughput/tokens_per_s", "optim/lr", "optim/grad_norm",
-    "time/rollout_s", "time/reward_s", "time/old_logprobs_s", "time/update_s", "time/sync_s",
+    "time/rollout_s", "time/reward_s", "time/update_s", "time/sync_s",
     "time/step_s",
 }
 

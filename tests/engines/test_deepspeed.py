@@ -120,6 +120,24 @@ def test_update_is_exactly_on_policy_with_the_trainers_old_logprobs(spec):
     assert stats["ppo/clip_frac"] == 0.0
 
 
+@pytest.mark.parametrize("stage", [0, 3])
+def test_on_policy_update_without_old_logprobs_equals_the_two_pass_update(spec, stage):
+    # old_logp_NT=None: the trainer takes pi_old from its own forward (detached); the step must be
+    # the same as with old log-probs from a separate no-grad pass, to the last bit of the weights.
+    ro = rollouts()
+    loss = ClippedSurrogate(kl_coef=0.1)
+    two_pass = trainer(spec, stage)
+    batch = make_batch(ro, two_pass.logprobs(ro), two_pass.logprobs(ro, reference=True), seed=2)
+    batch.old_logp_NT = two_pass.logprobs(ro)  # no noise: the true pi_old
+    want = two_pass.update(ro, batch, loss)
+    one_pass = trainer(spec, stage)
+    batch = make_batch(ro, one_pass.logprobs(ro), one_pass.logprobs(ro, reference=True), seed=2)
+    batch.old_logp_NT = None
+    got = one_pass.update(ro, batch, loss)
+    assert got == want
+    assert_state_close(one_pass.weights(), two_pass.weights(), atol=0.0)
+
+
 def test_save_load_continues_identically(spec, tmp_path):
     optim = OptimSettings(
         lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0, warmup_steps=1, schedule="cosine"

@@ -311,7 +311,10 @@ class DeepSpeedTrainer:
             if len(index) == 0:
                 self.engine.backward(logp.sum() * 0.0, scale_wrt_gas=False)
                 continue
-            value, stats = loss(logp, _columns(batch, index, logp.shape[1], device))
+            micro = _columns(batch, index, logp.shape[1], device)
+            if micro.old_logp_NT is None:  # on-policy: pi_old is the policy of this very forward
+                micro.old_logp_NT = logp.detach()
+            value, stats = loss(logp, micro)
             self.engine.backward(value * scale, scale_wrt_gas=False)
             for key, stat in stats.items():
                 sums[key] = sums.get(key, 0.0) + stat.detach().double().cpu()
