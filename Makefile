@@ -43,13 +43,14 @@ tiny-model: $(STAMP)
 	$(BIN)/python -m rlrun.tasks.tiny_model build
 
 ## bench: seconds per step by stage and rollout tokens/s on the demo settings, as JSON
+## (with the ratio to TRL when `make bench-trl` has written outputs/bench/trl.json)
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py --trl outputs/bench/trl.json --out outputs/bench/rlrun.json
 
 ## bench-trl: the same work with Hugging Face TRL's GRPOTrainer, in its own venv
 bench-trl: $(STAMP)
 	bash scripts/bench_trl_setup.sh
-	.venv-trl/bin/python scripts/bench_trl.py
+	.venv-trl/bin/python scripts/bench_trl.py --out outputs/bench/trl.json
 
 clean:
 	rm -rf build dist *.egg-info outputs multirun

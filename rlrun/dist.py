@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
-_LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 def _free_port() -> int:
@@ -38,10 +37,14 @@ def init() -> None:
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if not any(name in os.environ for name in _LAUNCHER_VARS):
+    if not all(name in os.environ for name in ("RANK", "WORLD_SIZE")):
+        # no launcher (a stray LOCAL_RANK alone does not make one): a world of one process
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ["MASTER_PORT"] = str(_free_port())
+    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     # DeepSpeed's first collective probes its ops; one probe compiles a test program against

@@ -81,7 +81,8 @@ def test_only_rank_0_reports_a_bad_command_line():
 def test_the_deepspeed_launchers_local_rank_argument_is_taken_off(monkeypatch):
     from rlrun.cli import launcher_args
 
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "unset")  # registers the original value for restoring...
+    monkeypatch.delenv("LOCAL_RANK")  # ...then starts without one
     assert launcher_args(["--local_rank=1", "steps=3"]) == ["steps=3"]
     assert os.environ["LOCAL_RANK"] == "1"
     assert launcher_args(["steps=3", "--local-rank", "0"]) == ["steps=3"]
