@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from rlrun.tasks.arith import ArithProblems, TraceMix, sample_trace
 from rlrun.tasks.verify import BoxedAnswerVerifier
-from rlrun.types import Problem, Rollouts
+from rlrun.types import Problem
 
 _TRACE_STREAM = 3
 
@@ -120,52 +120,13 @@ def train(model, tokenizer, cfg: SFTConfig) -> dict[str, float]:
     return {"steps": step, "seconds": time.perf_counter() - start, "loss": smoothed}
 
 
-@torch.no_grad()
-def sample(model, prompt_ids: list[list[int]], eos_id: int, max_new_tokens: int = 256,
-           temperature: float = 1.0, seed: int = 0) -> list[list[int]]:
-    """Sampled completions (EOS included when emitted) at ``temperature`` (0: greedy), top_p 1.
-    Prompts of equal length are decoded together with a KV cache, so no padding is needed."""
-    generator = torch.Generator().manual_seed(seed)
-    out: list[list[int]] = [[] for _ in prompt_ids]
-    for length in sorted({len(p) for p in prompt_ids}):
-        rows = [i for i, p in enumerate(prompt_ids) if len(p) == length]
-        step_out = model(input_ids=torch.tensor([prompt_ids[i] for i in rows]), use_cache=True)
-        done = torch.zeros(len(rows), dtype=torch.bool)
-        tokens = []
-        for _ in range(max_new_tokens):
-            logits = step_out.logits[:, -1].float()
-            if temperature == 0:
-                token = logits.argmax(-1)
-            else:
-                probs = (logits / temperature).softmax(-1)
-                token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            tokens.append(token)
-            done |= token == eos_id
-            if bool(done.all()):
-                break
-            step_out = model(input_ids=token[:, None], past_key_values=step_out.past_key_values,
-                             use_cache=True)
-        sampled = torch.stack(tokens, 1).tolist()
-        for row, ids in zip(rows, sampled):
-            out[row] = ids[: ids.index(eos_id) + 1] if eos_id in ids else ids
-    return out
-
-
-def evaluate(model, tokenizer, problems: list[Problem], max_new_tokens: int = 256,
-             temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """One sample per problem; accuracy by :class:`BoxedAnswerVerifier` and length statistics
-    (response tokens without EOS, as ``Rollouts.length_tokens_N`` counts them)."""
-    eos = tokenizer.eos_token_id
-    prompt_ids = [tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]
-    completions = sample(model, prompt_ids, eos, max_new_tokens, temperature, seed)
-    bodies = [c[:-1] if c and c[-1] == eos else c for c in completions]
-    texts = [tokenizer.decode(b, skip_special_tokens=True) for b in bodies]
-    rollouts = Rollouts(
-        problems=list(problems), group_size=1, prompt_ids=prompt_ids, completion_ids=completions,
-        texts=texts, length_tokens_N=torch.tensor([len(b) for b in bodies]),
-        truncated_N=torch.tensor([not c or c[-1] != eos for c in completions]),
-        budget_tokens_N=torch.full((len(problems),), max_new_tokens),
-    )
+def evaluate(rollout, problems: list[Problem], max_new_tokens: int = 256, seed: int = 0) -> dict[str, float]:
+    """One sample per problem from ``rollout`` (an :class:`rlrun.engines.rollout.hf.HFRollout`,
+    the engine RL samples with; its temperature applies); accuracy by
+    :class:`BoxedAnswerVerifier` and length statistics (response tokens without EOS)."""
+    torch.manual_seed(seed)
+    rollouts = rollout.generate(problems, 1, [max_new_tokens] * len(problems))
+    texts = rollouts.texts
     verdicts = BoxedAnswerVerifier()(rollouts)
     short = torch.tensor([t.startswith("<think></think>") for t in texts], dtype=torch.bool)
     recheck_chars = sum(len(line) + 1 for t in texts for line in t.split("\n")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.engines.model import ModelSpec, load_tokenizer
 from rlrun.tasks.arith import ArithProblems
 from rlrun.tasks.sft import SFTConfig, evaluate, train
 from rlrun.tasks.tokenizer import save_tokenizer
@@ -104,10 +104,11 @@ def tiny_model_spec(dtype: str = "float32") -> ModelSpec:
 def evaluate_dir(directory: Path, digits: int = 3, n: int = EVAL_PROBLEMS, seed: int = 0,
                  temperature: float = 1.0) -> dict[str, float]:
     """Held-out metrics of the model in ``directory``, loaded the way rlrun loads any model."""
+    from rlrun.engines.rollout.hf import HFRollout
+
     spec = ModelSpec(path=str(directory / "model"), tokenizer_path=str(directory / "tokenizer"))
-    model = load_model(spec).eval()
-    problems = ArithProblems(seed, digits).held_out(n)
-    return evaluate(model, load_tokenizer(spec), problems, temperature=temperature, seed=seed)
+    rollout = HFRollout(spec, temperature=temperature)
+    return evaluate(rollout, ArithProblems(seed, digits).held_out(n), seed=seed)
 
 
 def build(out: Path, cfg: SFTConfig) -> dict:

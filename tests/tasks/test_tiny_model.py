@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.engines.rollout.hf import HFRollout
 from rlrun.tasks import tiny_model
 from rlrun.tasks.arith import ArithProblems
 from rlrun.tasks.sft import SFTConfig, encode_examples, evaluate, lr_at, sft_loss, train
@@ -86,7 +87,7 @@ def test_spec_installs_shipped_weights_and_loads_them(monkeypatch, tmp_path):
     text = "Add 347+708.\n"
     assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
     # the warm start works through this loading path: greedy answers to held-out problems
-    metrics = evaluate(model.eval(), tokenizer, ArithProblems(0).held_out(32), temperature=0.0)
+    metrics = evaluate(HFRollout(spec, temperature=0.0), ArithProblems(0).held_out(32))
     assert metrics["accuracy"] >= 0.9
     assert metrics["format_ok"] == 1.0
 

@@ -1,0 +1,36 @@
+"""Every engine option (model, rollout, trainer, logger) and every experiment preset runs 2 steps
+under ``debug=cpu``, in process (DESIGN.md section 6, rule 6). Options are found by scanning conf/,
+so a new yaml file is run without touching this file; the cheap groups are instantiated by
+tests/configs/test_config_tree.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlrun import dist, loop
+from rlrun.cli import compose
+from rlrun.run import build_run
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SLOW = {("trainer", "zero3_offload")}  # first use compiles DeepSpeed's CPU Adam (~3 min)
+
+
+def options():
+    for group in ("model", "rollout", "trainer", "logger", "experiment"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            marks = [pytest.mark.slow] if (group, path.stem) in SLOW else []
+            yield pytest.param(group, path.stem, marks=marks, id=f"{group}={path.stem}")
+
+
+@pytest.mark.parametrize("group,option", list(options()))
+def test_option_runs_two_debug_steps(group, option, tmp_path):
+    dist.init()
+    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none"])
+    run = build_run(cfg, str(tmp_path))
+    summary = loop.train(run)
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert summary["checkpoint"] == str(tmp_path / "checkpoints" / "step_000002")
+    assert (tmp_path / "checkpoints" / "step_000002" / "model" / "model.safetensors").is_file()
