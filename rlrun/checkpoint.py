@@ -18,7 +18,14 @@ import torch
 
 from rlrun import dist
 
-STATEFUL = ("problems", "verifier", "reward", "advantage", "loss", "curriculum")
+STATEFUL = ("problems", "verifier", "reward", "filter", "advantage", "loss", "curriculum")
+
+
+def seed_all(seed: int) -> None:
+    """Seed every random generator a run draws from (sampling, dropout, shuffles)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def _rng_state() -> dict:

@@ -11,7 +11,7 @@ import torch
 
 from rlrun import checkpoint, dist, report
 from rlrun.core.metrics import reward_metrics, rollout_metrics
-from rlrun.types import StepInput, TrainBatch
+from rlrun.types import AdvantageInput, StepInput, TrainBatch
 
 
 @contextmanager
@@ -48,19 +48,29 @@ def train_step(run, step: int) -> dict[str, float]:
     with timed(times, "reward"):
         verdicts = run.verifier(rollouts)
         scored = run.reward(StepInput(rollouts, verdicts, step))
-        advantages_N = run.advantage(scored.reward_N, rollouts.group_N)
-    # One optimizer step per batch, sampled by the current weights: the update is on-policy, so
-    # pi_old's log-probs are those of the update's own forward (TrainBatch.old_logp_NT = None).
+        inp = AdvantageInput(
+            reward_N=scored.reward_N, group_N=rollouts.group_N, correct_N=verdicts.correct_N,
+            length_tokens_N=rollouts.length_tokens_N, truncated_N=rollouts.truncated_N,
+            preference_N=scored.preference_N, logp_NT=rollouts.logp_NT, mask_NT=rollouts.mask_NT(),
+            step=step,
+        )
+        # A filter (GFPO, DAPO) picks the completions that are trained on; the rest get no weight.
+        keep_N = run.filter(inp) if run.filter is not None else torch.ones(len(rollouts), dtype=torch.bool)
+        kept = keep_N.nonzero().squeeze(1)
+        trained, inp = rollouts.select(kept), inp.select(kept)
+        advantages_N = run.advantage(inp)
     ref_logp_NT = None
     if run.loss.needs_reference:
         with timed(times, "ref_logprobs"):
-            ref_logp_NT = run.trainer.logprobs(rollouts, reference=True)
+            ref_logp_NT = run.trainer.logprobs(trained, reference=True)
+    # One optimizer step per batch, sampled by the current weights: the update is on-policy, so
+    # pi_old's log-probs are those of the update's own forward (TrainBatch.old_logp_NT = None).
     batch = TrainBatch(
-        mask_NT=rollouts.mask_NT(), old_logp_NT=None, advantages_N=advantages_N,
-        ref_logp_NT=ref_logp_NT, group_N=rollouts.group_N, correct_N=verdicts.correct_N,
+        mask_NT=trained.mask_NT(), old_logp_NT=None, advantages_N=advantages_N,
+        ref_logp_NT=ref_logp_NT, group_N=trained.group_N, correct_N=inp.correct_N,
     )
     with timed(times, "update"):
-        stats = run.trainer.update(rollouts, batch, run.loss)
+        stats = run.trainer.update(trained, batch, run.loss)
     with timed(times, "sync"):
         run.rollout.load_weights(run.trainer.weights())
     local = {
@@ -68,9 +78,12 @@ def train_step(run, step: int) -> dict[str, float]:
         "curriculum/budget_mean_tokens": float(torch.tensor(budgets, dtype=torch.float).mean()),
         "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
     }
+    counts = dist.all_reduce_sum(torch.tensor([float(len(rollouts)), float(len(kept))]))
     metrics = {
         **gathered_metrics(rollouts, verdicts),
         **dist.mean_metrics(local, weight=float(len(rollouts))),
+        "rollout/sampled": float(counts[0]),
+        "rollout/kept": float(counts[1]),
         **stats,
         **times,
     }
@@ -87,6 +100,8 @@ def train(run) -> dict:
         start, saved = checkpoint.restore(run, checkpoint.latest(s.resume))
         summary.update(saved)
         report.line(f"resumed from {s.resume} after step {start}")
+    else:  # each rank its own stream: ranks must not draw the same samples
+        checkpoint.seed_all(s.seed + 1000 * dist.rank())
     held_out = run.problems.held_out(s.eval.problems) if s.eval.at_steps else []
 
     def maybe_evaluate(step: int) -> None:

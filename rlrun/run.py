@@ -33,7 +33,8 @@ from rlrun.config_check import (
 )
 
 if TYPE_CHECKING:  # annotations only: validating a config must not wait for torch to import
-    from rlrun.types import Advantage, Curriculum, Logger, Loss, Reward, Rollout, Trainer, Verifier
+    from rlrun.types import (Advantage, Curriculum, Filter, Logger, Loss, Reward, Rollout, Trainer,
+                             Verifier)
 
 # What build_run instantiates: config path -> the arguments build_run passes itself.
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -47,6 +48,10 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "rollout": ("model",),
     "trainer": ("model", "total_steps"),
     "logger": ("out_dir", "config"),
+}
+# Components an option may add (built when its node is there, else None).
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "algo.filter": (),
 }
 
 
@@ -92,6 +97,7 @@ class Run:
     trainer: Trainer
     logger: Logger
     config: dict[str, Any]
+    filter: Filter | None = None  # algo.filter, when the algorithm trains on a subset (GFPO, DAPO)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.logger.log(step, metrics)
@@ -167,6 +173,9 @@ def validate(cfg: DictConfig, world_size: int, out_dir: str = "") -> Settings:
                           f"world size {world_size}; use a multiple of {world_size}")
     for path, provided in COMPONENTS.items():
         check_component_node(path, cfg, provided)
+    for path, provided in OPTIONAL.items():
+        if OmegaConf.select(cfg, path) is not None:
+            check_component_node(path, cfg, provided)
     check_containers(cfg)
     return settings
 
@@ -174,8 +183,9 @@ def validate(cfg: DictConfig, world_size: int, out_dir: str = "") -> Settings:
 def check_containers(cfg: DictConfig) -> None:
     """Groups holding several components (algo, data) hold nothing else: a key there that build_run
     does not build would be ignored silently."""
-    for root in sorted({path.split(".")[0] for path in COMPONENTS if "." in path}):
-        built = [path.split(".", 1)[1] for path in COMPONENTS if path.startswith(root + ".")]
+    paths = [*COMPONENTS, *OPTIONAL]
+    for root in sorted({path.split(".")[0] for path in paths if "." in path}):
+        built = [path.split(".", 1)[1] for path in paths if path.startswith(root + ".")]
         for key in cfg[root]:
             if key not in built:
                 raise ConfigError(f"{root}.{key} is not built by rlrun{suggest(str(key), built)}; "
@@ -224,6 +234,7 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     verifier = build(cfg, "data.verifier")
     reward = build(cfg, "reward")
     advantage = build(cfg, "algo.advantage")
+    keep = build(cfg, "algo.filter") if node_at(cfg, "algo.filter") is not None else None
     loss = build(cfg, "algo.loss")
     curriculum = build(cfg, "curriculum")
     model = build(cfg, "model")
@@ -234,4 +245,4 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     else:
         logger = NullLogger()
     return Run(settings, problems, verifier, reward, advantage, loss, curriculum, rollout, trainer,
-               logger, config)
+               logger, config, keep)

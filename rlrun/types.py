@@ -45,16 +45,34 @@ class Rollouts:
     truncated_N: torch.Tensor
     budget_tokens_N: torch.Tensor
     logp_NT: torch.Tensor | None = None
+    group_index: torch.Tensor | None = None  # set by select(); else rows are grouped in order
 
     @property
     def group_N(self) -> torch.Tensor:
-        """Index of the prompt (group) each completion belongs to."""
-        n_prompts = len(self.problems)
-        return torch.arange(n_prompts).repeat_interleave(self.group_size)
+        """Index into ``problems`` (the group) of each completion."""
+        if self.group_index is not None:
+            return self.group_index
+        return torch.arange(len(self.problems)).repeat_interleave(self.group_size)
 
     @property
     def answers_N(self) -> list[str]:
-        return [p.answer for p in self.problems for _ in range(self.group_size)]
+        return [self.problems[g].answer for g in self.group_N.tolist()]
+
+    def select(self, index: torch.Tensor) -> "Rollouts":
+        """The completions ``index`` (e.g. those a filter kept); prompts stay as they are."""
+        rows = index.tolist()
+        return Rollouts(
+            problems=self.problems,
+            group_size=self.group_size,
+            prompt_ids=self.prompt_ids,
+            completion_ids=[self.completion_ids[i] for i in rows],
+            texts=[self.texts[i] for i in rows],
+            length_tokens_N=self.length_tokens_N[index],
+            truncated_N=self.truncated_N[index],
+            budget_tokens_N=self.budget_tokens_N[index],
+            logp_NT=None if self.logp_NT is None else self.logp_NT[index],
+            group_index=self.group_N[index],
+        )
 
     def __len__(self) -> int:
         return len(self.completion_ids)
@@ -79,10 +97,47 @@ class Verdicts:
 
 @dataclass
 class Scored:
-    """Shaped reward per completion and its named terms (``reward/<term>`` metrics)."""
+    """Shaped reward per completion and its named terms (``reward/<term>`` metrics).
+
+    ``preference_N`` is the weighted sum of the terms that are not correctness (length and format
+    terms), None when the reward has only correctness: algorithms that act on a preference among
+    correct rollouts (DRPO) take it from here (ALGORITHMS.md 0.2).
+    """
 
     reward_N: torch.Tensor
     terms: dict[str, torch.Tensor]
+    preference_N: torch.Tensor | None = None
+
+
+@dataclass
+class AdvantageInput:
+    """What filters and advantage estimators see for one step (this rank's completions).
+
+    ``logp_NT`` are the sampling log-probs from the rollout engine (the policy that sampled,
+    untempered), right-padded, with ``mask_NT``; they are pi_old for estimators that need it
+    (DRPO's negative weights).
+    """
+
+    reward_N: torch.Tensor
+    group_N: torch.Tensor
+    correct_N: torch.Tensor
+    length_tokens_N: torch.Tensor
+    truncated_N: torch.Tensor
+    preference_N: torch.Tensor | None = None
+    logp_NT: torch.Tensor | None = None
+    mask_NT: torch.Tensor | None = None
+    step: int = 0
+
+    def select(self, index: torch.Tensor) -> "AdvantageInput":
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+
+        return AdvantageInput(
+            reward_N=self.reward_N[index], group_N=self.group_N[index],
+            correct_N=self.correct_N[index], length_tokens_N=self.length_tokens_N[index],
+            truncated_N=self.truncated_N[index], preference_N=pick(self.preference_N),
+            logp_NT=pick(self.logp_NT), mask_NT=pick(self.mask_NT), step=self.step,
+        )
 
 
 @dataclass
@@ -102,6 +157,7 @@ class LossNorm:
 
     total_tokens: float  # sum of |o_i| over the mini-batch
     total_rows: float  # N': rows with |o_i| > 0
+    total_groups: float = 0.0  # Q: prompts (groups) with at least one row in the mini-batch
 
 
 @dataclass
@@ -150,7 +206,22 @@ class Reward(Protocol):
 
 
 class Advantage(Protocol):
-    def __call__(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+        """One advantage per completion of ``inp``."""
+        ...
+
+
+class Filter(Protocol):
+    """Which completions take part in the update (GFPO's top-k of G', DAPO's dynamic sampling):
+    the advantage is computed over the kept rows only, the others are not trained on.
+    ``max_rounds`` > 1 asks the loop to sample more prompts until every one of the step's prompt
+    slots holds a kept group, at most that many sampling rounds (DAPO)."""
+
+    max_rounds: int
+
+    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+        """Boolean keep mask (N,)."""
+        ...
 
 
 class Loss(Protocol):

@@ -38,3 +38,15 @@ def build_random_policy(directory, hidden: int = 64, seed: int = 0) -> ModelSpec
 @pytest.fixture(scope="session")
 def random_policy(tmp_path_factory) -> ModelSpec:
     return build_random_policy(tmp_path_factory.mktemp("random_policy"))
+
+
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for an ``rlrun`` subprocess: this one without the process-group variables
+    that an in-process ``dist.init()`` of an earlier test set (a child would take them for a
+    launcher's and reuse the port this process still holds), nor HYDRA_FULL_ERROR."""
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}, **extra}

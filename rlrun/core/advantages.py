@@ -14,6 +14,8 @@ import warnings
 
 import torch
 
+from rlrun.types import AdvantageInput
+
 
 def _group_stats(reward_N: torch.Tensor, group_N: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per-completion group mean, group sample std and group size, broadcast back to ``_N``.
@@ -68,7 +70,10 @@ class GroupNormalized:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
 
-    def __call__(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
+    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+        return self.of(inp.reward_N, inp.group_N)
+
+    def of(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
         mean_N, std_N, _ = _group_stats(reward_N, group_N)
         advantages = (reward_N.detach().to(torch.float64) - mean_N) / (std_N + self.eps)
         return advantages.to(_out_dtype(reward_N))
@@ -86,7 +91,10 @@ class GroupCentered:
     Shapes: ``reward_N`` (N,) float, ``group_N`` (N,) integer group ids -> ``advantages_N`` (N,).
     """
 
-    def __call__(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
+    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+        return self.of(inp.reward_N, inp.group_N)
+
+    def of(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
         mean_N, _, _ = _group_stats(reward_N, group_N)
         advantages = reward_N.detach().to(torch.float64) - mean_N
         return advantages.to(_out_dtype(reward_N))

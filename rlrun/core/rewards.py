@@ -21,8 +21,10 @@ class Composite:
 
         r_i = Σ_k w_k · term_k(i)
 
-    ``terms`` maps a name to ``{"weight": w_k, "fn": term_k}``. Returns ``Scored(reward_N, terms)``
-    where ``terms[name]`` is the **unweighted** term (logged as ``reward/<name>``).
+    ``terms`` maps a name to ``{"weight": w_k, "fn": term_k}``. Returns ``Scored(reward_N, terms,
+    preference_N)`` where ``terms[name]`` is the **unweighted** term (logged as ``reward/<name>``)
+    and ``preference_N = Σ_{k not correctness} w_k · term_k`` (None if every term is
+    :class:`CorrectReward`): the preference among correct rollouts that DRPO consumes.
     Shapes: every term returns (N,) -> ``reward_N`` (N,) float32 (or the terms' float dtype).
     """
 
@@ -54,7 +56,12 @@ class Composite:
             weighted = self.weights[name] * value
             total = weighted if total is None else total + weighted
         assert total is not None  # at least one term (checked in __init__)
-        return Scored(reward_N=total, terms=values)
+        preference = None
+        for name, value in values.items():
+            if not isinstance(self.fns[name], CorrectReward):
+                weighted = self.weights[name] * value
+                preference = weighted if preference is None else preference + weighted
+        return Scored(reward_N=total, terms=values, preference_N=preference)
 
 
 class CorrectReward:

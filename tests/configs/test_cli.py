@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+
+from conftest import child_env
 from omegaconf import OmegaConf
 
 from rlrun.cli import compose
@@ -14,7 +16,7 @@ from rlrun.config_check import config_groups
 
 
 def rlrun(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    environ = child_env()
     return subprocess.run([sys.executable, "-m", "rlrun", *args], capture_output=True, text=True,
                           env={**environ, **env}, timeout=120)
 

@@ -20,7 +20,7 @@ def _ex2():
     ref = torch.tensor([[-0.6, -1.2, -0.2], [-0.3, -1.9, 0.0]], dtype=F64)
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=F64)
     # rewards [1, 0]: mean 0.5, sample std 0.707107 → A = ±0.5/0.707108 = ±0.707106
-    adv = GroupNormalized()(torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0, 0]))
+    adv = GroupNormalized().of(torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0, 0]))
     return logp, TrainBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref)
 
 

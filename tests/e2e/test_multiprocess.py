@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from conftest import child_env
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -29,8 +31,7 @@ def check_run_dir(run_dir) -> None:
 
 
 def launch(command: list[str], run_dir) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = child_env(OMP_NUM_THREADS="1")
     args = ["trainer=zero3", "debug=cpu", f"hydra.run.dir={run_dir}"]
     result = subprocess.run(command + args, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-4000:])

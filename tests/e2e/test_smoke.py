@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from conftest import child_env
 import torch
 from safetensors.torch import load_file
 
@@ -18,12 +20,12 @@ STEP_METRICS = {
     "reward/total", "reward/correct", "loss/policy", "loss/kl", "ppo/clip_frac",
     "curriculum/budget_mean_tokens", "throughput/tokens_per_s", "optim/lr", "optim/grad_norm",
     "time/rollout_s", "time/reward_s", "time/update_s", "time/sync_s",
-    "time/step_s",
+    "time/step_s", "rollout/sampled", "rollout/kept",
 }
 
 
 def rlrun(run_dir, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = child_env()
     result = subprocess.run(
         [sys.executable, "-m", "rlrun", "debug=cpu", f"hydra.run.dir={run_dir}", *args],
         capture_output=True, text=True, env=env, timeout=600,

@@ -297,9 +297,14 @@ class DeepSpeedTrainer:
         by the global denominators, so the sum is the mini-batch value), ``optim/lr`` and
         ``optim/grad_norm`` (before clipping)."""
         length_N = (batch.mask_NT > 0).sum(-1)
-        local = torch.tensor([float(length_N.sum()), float((length_N > 0).sum())], dtype=torch.float64)
+        groups = 0 if batch.group_N is None else len(torch.unique(batch.group_N))
+        local = torch.tensor(
+            [float(length_N.sum()), float((length_N > 0).sum()), float(groups)], dtype=torch.float64
+        )
         total = dist.all_reduce_sum(local)
-        batch.norm = LossNorm(total_tokens=float(total[0]), total_rows=float(total[1]))
+        batch.norm = LossNorm(
+            total_tokens=float(total[0]), total_rows=float(total[1]), total_groups=float(total[2])
+        )
         device, scale = dist.device(), float(dist.world_size())
         sums: dict[str, torch.Tensor] = {}
         lr = float(self.engine.get_lr()[0])
