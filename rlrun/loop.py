@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from rlrun import checkpoint, dist, report
 from rlrun.core.metrics import reward_metrics, rollout_metrics
-from rlrun.types import AdvantageInput, StepInput, TrainBatch
+from rlrun.types import AdvantageInput, Rollouts, Scored, StepInput, TrainBatch, Verdicts
 
 
 @contextmanager
@@ -39,25 +40,87 @@ def gathered_metrics(rollouts, verdicts) -> dict[str, float]:
     )
 
 
-def train_step(run, step: int) -> dict[str, float]:
-    s, times = run.settings, {}
-    problems = run.problems.batch(step, s.prompts_per_step, dist.rank(), dist.world_size())
-    budgets = run.curriculum.budgets(step, problems)
-    with timed(times, "rollout"):
-        rollouts = run.rollout.generate(problems, s.group_size, budgets)
-    with timed(times, "reward"):
-        verdicts = run.verifier(rollouts)
-        scored = run.reward(StepInput(rollouts, verdicts, step))
-        inp = AdvantageInput(
-            reward_N=scored.reward_N, group_N=rollouts.group_N, correct_N=verdicts.correct_N,
-            length_tokens_N=rollouts.length_tokens_N, truncated_N=rollouts.truncated_N,
-            preference_N=scored.preference_N, logp_NT=rollouts.logp_NT, mask_NT=rollouts.mask_NT(),
-            step=step,
+@dataclass
+class Sampled:
+    """One step's completions (all sampling rounds), their verdicts and rewards, the keep mask."""
+
+    rollouts: Rollouts
+    verdicts: Verdicts
+    scored: Scored
+    keep_N: torch.Tensor
+    budgets: list[int]
+    rounds: int
+
+
+def score(run, rollouts: Rollouts, step: int) -> tuple[Verdicts, Scored, torch.Tensor]:
+    """Verdicts, shaped reward and the filter's keep mask of one sampling round."""
+    verdicts = run.verifier(rollouts)
+    scored = run.reward(StepInput(rollouts, verdicts, step))
+    keep_N = torch.ones(len(rollouts), dtype=torch.bool)
+    if run.filter is not None:
+        keep_N = run.filter(advantage_input(rollouts, verdicts, scored, step))
+    return verdicts, scored, keep_N
+
+
+def advantage_input(rollouts: Rollouts, verdicts: Verdicts, scored: Scored, step: int) -> AdvantageInput:
+    return AdvantageInput(
+        reward_N=scored.reward_N, group_N=rollouts.group_N, correct_N=verdicts.correct_N,
+        length_tokens_N=rollouts.length_tokens_N, truncated_N=rollouts.truncated_N,
+        preference_N=scored.preference_N, logp_NT=rollouts.logp_NT, mask_NT=rollouts.mask_NT(),
+        step=step,
+    )
+
+
+def sample(run, step: int, times: dict[str, float]) -> Sampled:
+    """Sample the step's prompts; with a refilling filter (DAPO's dynamic sampling,
+    ``filter.max_rounds`` > 1) sample further prompts until this rank's share of the step's prompts
+    has kept groups, keeping the first ones (ALGORITHMS.md 1.4.3), or fail after max_rounds."""
+    s = run.settings
+    share = s.prompts_per_step // dist.world_size()
+    max_rounds = getattr(run.filter, "max_rounds", 1) if run.filter is not None else 1
+    parts, kept_groups = [], 0
+    for attempt in range(max_rounds):
+        extra = {"attempt": attempt} if max_rounds > 1 else {}
+        problems = run.problems.batch(step, s.prompts_per_step, dist.rank(), dist.world_size(), **extra)
+        if run.prompts is not None:
+            problems = run.prompts(problems, step)
+        budgets = run.curriculum.budgets(step, problems)
+        with timed(times, "rollout"):
+            rollouts = run.rollout.generate(problems, s.group_size, budgets)
+        with timed(times, "reward"):
+            parts.append((rollouts, *score(run, rollouts, step), budgets))
+        kept_groups += len(torch.unique(rollouts.group_N[parts[-1][3]]))
+        if max_rounds == 1 or kept_groups >= share:
+            break
+    else:
+        raise RuntimeError(
+            f"dynamic sampling kept {kept_groups} of the {share} groups this rank needs after "
+            f"algo.filter.max_rounds={max_rounds} rounds at step {step + 1}; raise max_rounds"
         )
-        # A filter (GFPO, DAPO) picks the completions that are trained on; the rest get no weight.
-        keep_N = run.filter(inp) if run.filter is not None else torch.ones(len(rollouts), dtype=torch.bool)
-        kept = keep_N.nonzero().squeeze(1)
-        trained, inp = rollouts.select(kept), inp.select(kept)
+    rollouts = Rollouts.cat([p[0] for p in parts])
+    verdicts = Verdicts(torch.cat([p[1].correct_N for p in parts]),
+                        torch.cat([p[1].format_ok_N for p in parts]),
+                        [x for p in parts for x in p[1].predicted])
+    scored = Scored(
+        torch.cat([p[2].reward_N for p in parts]),
+        {k: torch.cat([p[2].terms[k] for p in parts]) for k in parts[0][2].terms},
+        None if parts[0][2].preference_N is None else torch.cat([p[2].preference_N for p in parts]),
+    )
+    keep_N = torch.cat([p[3] for p in parts])
+    if max_rounds > 1:  # the first `share` kept groups
+        first = torch.unique(rollouts.group_N[keep_N])[:share]
+        keep_N &= torch.isin(rollouts.group_N, first)
+    return Sampled(rollouts, verdicts, scored, keep_N, [b for p in parts for b in p[4]], len(parts))
+
+
+def train_step(run, step: int) -> dict[str, float]:
+    times: dict[str, float] = {}
+    got = sample(run, step, times)
+    rollouts, verdicts, scored = got.rollouts, got.verdicts, got.scored
+    with timed(times, "reward"):
+        kept = got.keep_N.nonzero().squeeze(1)
+        trained = rollouts.select(kept)
+        inp = advantage_input(rollouts, verdicts, scored, step).select(kept)
         advantages_N = run.advantage(inp)
     ref_logp_NT = None
     if run.loss.needs_reference:
@@ -75,8 +138,9 @@ def train_step(run, step: int) -> dict[str, float]:
         run.rollout.load_weights(run.trainer.weights())
     local = {
         **reward_metrics(scored),
-        "curriculum/budget_mean_tokens": float(torch.tensor(budgets, dtype=torch.float).mean()),
+        "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
         "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
+        "rollout/rounds": float(got.rounds),
     }
     counts = dist.all_reduce_sum(torch.tensor([float(len(rollouts)), float(len(kept))]))
     metrics = {

@@ -52,6 +52,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 # Components an option may add (built when its node is there, else None).
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "algo.filter": (),
+    "algo.prompts": (),
 }
 
 
@@ -98,6 +99,7 @@ class Run:
     logger: Logger
     config: dict[str, Any]
     filter: Filter | None = None  # algo.filter, when the algorithm trains on a subset (GFPO, DAPO)
+    prompts: Any = None  # algo.prompts: rewrites each step's prompts (LCPO's length instruction)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.logger.log(step, metrics)
@@ -234,7 +236,8 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     verifier = build(cfg, "data.verifier")
     reward = build(cfg, "reward")
     advantage = build(cfg, "algo.advantage")
-    keep = build(cfg, "algo.filter") if node_at(cfg, "algo.filter") is not None else None
+    keep, prompts = (build(cfg, path) if node_at(cfg, path) is not None else None
+                     for path in ("algo.filter", "algo.prompts"))
     loss = build(cfg, "algo.loss")
     curriculum = build(cfg, "curriculum")
     model = build(cfg, "model")
@@ -245,4 +248,4 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     else:
         logger = NullLogger()
     return Run(settings, problems, verifier, reward, advantage, loss, curriculum, rollout, trainer,
-               logger, config, keep)
+               logger, config, keep, prompts)

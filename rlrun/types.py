@@ -58,6 +58,28 @@ class Rollouts:
     def answers_N(self) -> list[str]:
         return [self.problems[g].answer for g in self.group_N.tolist()]
 
+    @staticmethod
+    def cat(parts: list["Rollouts"]) -> "Rollouts":
+        """One Rollouts holding the prompts and completions of ``parts`` (sampling rounds)."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = torch.tensor([0] + [len(p.problems) for p in parts[:-1]]).cumsum(0)
+        logps = [p.logp_NT for p in parts]
+        width = max((t.shape[1] for t in logps if t is not None), default=0)
+        return Rollouts(
+            problems=[q for p in parts for q in p.problems],
+            group_size=parts[0].group_size,
+            prompt_ids=[ids for p in parts for ids in p.prompt_ids],
+            completion_ids=[c for p in parts for c in p.completion_ids],
+            texts=[t for p in parts for t in p.texts],
+            length_tokens_N=torch.cat([p.length_tokens_N for p in parts]),
+            truncated_N=torch.cat([p.truncated_N for p in parts]),
+            budget_tokens_N=torch.cat([p.budget_tokens_N for p in parts]),
+            logp_NT=None if any(t is None for t in logps) else torch.cat(
+                [torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in logps]),
+            group_index=torch.cat([p.group_N + int(o) for p, o in zip(parts, offsets)]),
+        )
+
     def select(self, index: torch.Tensor) -> "Rollouts":
         """The completions ``index`` (e.g. those a filter kept); prompts stay as they are."""
         rows = index.tolist()

@@ -45,8 +45,9 @@ def is_held_out_pair(a: int, b: int) -> bool:
 class ArithProblems:
     """Deterministic stream of addition problems with ``digits``-digit operands.
 
-    ``batch(step, size)`` depends only on ``(seed, digits, step, size)``, so a resumed run sees the
-    prompts it would have seen; ``rank`` takes rows ``rank*size/world_size`` up to the next rank's
+    ``batch(step, size)`` depends only on ``(seed, digits, step, size, attempt)``, so a resumed run
+    sees the prompts it would have seen; ``attempt`` > 0 gives further prompts for the same step
+    (refills of dynamic sampling); ``rank`` takes rows ``rank*size/world_size`` up to the next rank's
     first row of that same batch. ``held_out(n)`` draws from another RNG stream and from operand
     pairs that training never uses (:func:`is_held_out_pair`).
     """
@@ -59,8 +60,10 @@ class ArithProblems:
         self.low = 0 if digits == 1 else 10 ** (digits - 1)
         self.high = 10**digits - 1
 
-    def batch(self, step: int, size: int, rank: int = 0, world_size: int = 1) -> list[Problem]:
-        if step < 0 or size < 0:
+    def batch(
+        self, step: int, size: int, rank: int = 0, world_size: int = 1, attempt: int = 0
+    ) -> list[Problem]:
+        if step < 0 or size < 0 or attempt < 0:
             raise ValueError(f"step={step} and size={size} must be >= 0")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
@@ -68,12 +71,13 @@ class ArithProblems:
             raise ValueError(
                 f"prompts per step ({size}) must be divisible by the number of ranks ({world_size})"
             )
-        rng = np.random.default_rng([self.seed, _TRAIN_STREAM, step])
-        pairs = self._pairs(rng, size, held_out=False)
+        key = [self.seed, _TRAIN_STREAM, step] + ([attempt] if attempt else [])
+        pairs = self._pairs(np.random.default_rng(key), size, held_out=False)
         share = size // world_size
         first = rank * share
+        tag = f"t{step}" + (f"r{attempt}" if attempt else "")
         return [
-            self._problem(a, b, f"arith-d{self.digits}-s{self.seed}-t{step}-{first + i}")
+            self._problem(a, b, f"arith-d{self.digits}-s{self.seed}-{tag}-{first + i}")
             for i, (a, b) in enumerate(pairs[first : first + share])
         ]
 

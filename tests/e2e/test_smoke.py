@@ -20,7 +20,7 @@ STEP_METRICS = {
     "reward/total", "reward/correct", "loss/policy", "loss/kl", "ppo/clip_frac",
     "curriculum/budget_mean_tokens", "throughput/tokens_per_s", "optim/lr", "optim/grad_norm",
     "time/rollout_s", "time/reward_s", "time/update_s", "time/sync_s",
-    "time/step_s", "rollout/sampled", "rollout/kept",
+    "time/step_s", "rollout/sampled", "rollout/kept", "rollout/rounds",
 }
 
 
