@@ -26,6 +26,8 @@ def evaluate(run, problems) -> dict[str, float]:
     """Accuracy and length of one sample per held-out problem, at the curriculum's budget at the
     start of training (the same cap the run starts with), reduced over ranks."""
     share = problems[dist.rank():: dist.world_size()]
+    if run.prompts is not None:  # the prompts the policy is trained on (e.g. LCPO's target)
+        share = run.prompts(share, 0)
     rollouts = run.rollout.generate(share, 1, run.curriculum.budgets(0, share))
     merged = gathered_metrics(rollouts, run.verifier(rollouts))
     return {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],

@@ -226,6 +226,21 @@ def accepted(cfg: DictConfig, path: str, offered: dict[str, Any]) -> dict[str, A
     return {k: v for k, v in offered.items() if takes_any or k in params}
 
 
+def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
+    """A prompt transform that puts a target in the prompt (LCPO) needs a reward that reads it,
+    and a reward term that reads a target needs the transform (ALGORITHMS.md 0.2)."""
+    if prompts is not None and hasattr(prompts, "check_reward"):
+        try:
+            prompts.check_reward(reward)
+        except ValueError as exc:
+            raise ConfigError(f"algo.prompts: {one_line(exc)}") from exc
+    needs = [name for name, fn in getattr(reward, "fns", {}).items()
+             if getattr(fn, "needs_target_length", False)]
+    if needs and prompts is None:
+        raise ConfigError(f"reward term {needs[0]} needs a target length per prompt; use algo=lcpo "
+                          "(which writes it into the prompt) or data with num_tokens")
+
+
 def build_run(cfg: DictConfig, out_dir: str) -> Run:
     """Validate ``cfg`` and build the run; see the module docstring for the order."""
     from rlrun import dist
@@ -238,6 +253,7 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     advantage = build(cfg, "algo.advantage")
     keep, prompts = (build(cfg, path) if node_at(cfg, path) is not None else None
                      for path in ("algo.filter", "algo.prompts"))
+    check_prompts_and_reward(prompts, reward)
     loss = build(cfg, "algo.loss")
     curriculum = build(cfg, "curriculum")
     model = build(cfg, "model")
