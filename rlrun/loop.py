@@ -5,6 +5,7 @@ prompts -> budgets -> rollouts -> verdicts -> shaped reward -> advantages -> upd
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -92,13 +93,15 @@ def sample(run, step: int, times: dict[str, float]) -> Sampled:
         with timed(times, "reward"):
             parts.append((rollouts, *score(run, rollouts, step), budgets))
         kept_groups += len(torch.unique(rollouts.group_N[parts[-1][3]]))
-        if max_rounds == 1 or kept_groups >= share:
+        # every rank samples as many rounds as the rank that is shortest of kept groups
+        if max_rounds == 1 or not dist.all_reduce_max(torch.tensor([int(kept_groups < share)])).item():
             break
     else:
-        raise RuntimeError(
-            f"dynamic sampling kept {kept_groups} of the {share} groups this rank needs after "
-            f"algo.filter.max_rounds={max_rounds} rounds at step {step + 1}; raise max_rounds"
-        )
+        message = (f"dynamic sampling kept {kept_groups} of the {share} groups this rank needs after "
+                   f"algo.filter.max_rounds={max_rounds} rounds at step {step + 1}")
+        if getattr(run.filter, "when_short", "error") == "error":
+            raise RuntimeError(f"{message}; raise max_rounds or set algo.filter.when_short=train")
+        warnings.warn(f"{message}; training on the kept groups (when_short=train)", stacklevel=2)
     rollouts = Rollouts.cat([p[0] for p in parts])
     verdicts = Verdicts(torch.cat([p[1].correct_N for p in parts]),
                         torch.cat([p[1].format_ok_N for p in parts]),
@@ -124,6 +127,12 @@ def train_step(run, step: int) -> dict[str, float]:
         trained = rollouts.select(kept)
         inp = advantage_input(rollouts, verdicts, scored, step).select(kept)
         advantages_N = run.advantage(inp)
+        if run.train_rows is not None:  # rows whose loss is masked after the advantages (DAPO)
+            rows = run.train_rows(inp).nonzero().squeeze(1)
+            kept, trained, inp, advantages_N = kept[rows], trained.select(rows), inp.select(rows), advantages_N[rows]
+    counts = dist.all_reduce_sum(torch.tensor([float(len(rollouts)), float(len(kept))]))
+    if counts[1] == 0:  # nothing to learn from on any rank: no optimizer step
+        return step_metrics(run, got, times, {"rollout/skipped_update": 1.0}, counts)
     ref_logp_NT = None
     if run.loss.needs_reference:
         with timed(times, "ref_logprobs"):
@@ -138,15 +147,21 @@ def train_step(run, step: int) -> dict[str, float]:
         stats = run.trainer.update(trained, batch, run.loss)
     with timed(times, "sync"):
         run.rollout.load_weights(run.trainer.weights())
+    return step_metrics(run, got, times, stats, counts)
+
+
+def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, float],
+                 counts: torch.Tensor) -> dict[str, float]:
+    """The step's metrics (DESIGN.md section 5), reduced over ranks."""
+    rollouts, scored = got.rollouts, got.scored
     local = {
         **reward_metrics(scored),
         "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
         "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
         "rollout/rounds": float(got.rounds),
     }
-    counts = dist.all_reduce_sum(torch.tensor([float(len(rollouts)), float(len(kept))]))
     metrics = {
-        **gathered_metrics(rollouts, verdicts),
+        **gathered_metrics(rollouts, got.verdicts),
         **dist.mean_metrics(local, weight=float(len(rollouts))),
         "rollout/sampled": float(counts[0]),
         "rollout/kept": float(counts[1]),

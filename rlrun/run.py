@@ -51,8 +51,9 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 # Components an option may add (built when its node is there, else None).
 OPTIONAL: dict[str, tuple[str, ...]] = {
-    "algo.filter": (),
+    "algo.filter": ("gather",),
     "algo.prompts": (),
+    "algo.train_rows": (),
 }
 
 
@@ -100,6 +101,7 @@ class Run:
     config: dict[str, Any]
     filter: Filter | None = None  # algo.filter, when the algorithm trains on a subset (GFPO, DAPO)
     prompts: Any = None  # algo.prompts: rewrites each step's prompts (LCPO's length instruction)
+    train_rows: Any = None  # algo.train_rows: rows kept in the loss after advantages (DAPO overlong)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.logger.log(step, metrics)
@@ -226,6 +228,14 @@ def accepted(cfg: DictConfig, path: str, offered: dict[str, Any]) -> dict[str, A
     return {k: v for k, v in offered.items() if takes_any or k in params}
 
 
+def gather_prompts(values_B):
+    """Every rank's per-prompt values in rank order, and where this rank's block starts (ranks
+    hold equal numbers of prompts): for filters that keep statistics over all prompts."""
+    from rlrun import dist
+
+    return dist.gather_cat(values_B), dist.rank() * len(values_B)
+
+
 def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
     """A prompt transform that puts a target in the prompt (LCPO) needs a reward that reads it,
     and a reward term that reads a target needs the transform (ALGORITHMS.md 0.2)."""
@@ -251,8 +261,13 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     verifier = build(cfg, "data.verifier")
     reward = build(cfg, "reward")
     advantage = build(cfg, "algo.advantage")
-    keep, prompts = (build(cfg, path) if node_at(cfg, path) is not None else None
-                     for path in ("algo.filter", "algo.prompts"))
+    keep = None
+    if node_at(cfg, "algo.filter") is not None:  # a filter with history sees every rank's prompts
+        keep = build(cfg, "algo.filter", **accepted(cfg, "algo.filter", {"gather": gather_prompts}))
+    prompts, train_rows = (build(cfg, path) if node_at(cfg, path) is not None else None
+                           for path in ("algo.prompts", "algo.train_rows"))
+    if hasattr(advantage, "reduce_sum"):  # batch statistics over every rank's completions (DLER)
+        advantage.reduce_sum = dist.all_reduce_sum
     check_prompts_and_reward(prompts, reward)
     loss = build(cfg, "algo.loss")
     curriculum = build(cfg, "curriculum")
@@ -264,4 +279,4 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     else:
         logger = NullLogger()
     return Run(settings, problems, verifier, reward, advantage, loss, curriculum, rollout, trainer,
-               logger, config, keep, prompts)
+               logger, config, keep, prompts, train_rows)

@@ -103,7 +103,7 @@ BAD = [
                                    "mean max_new_tokens?); valid keys of curriculum: max_new_tokens"),
     (["~data.source.seed"], "data.source.seed is missing: ArithProblems needs seed (an int); "
                             "add data.source.seed=..."),
-    (["+algo.extra=3"], "algo.extra is not built by rlrun; valid keys of algo: advantage, loss, filter, prompts"),
+    (["+algo.extra=3"], "algo.extra is not built by rlrun; valid keys of algo: advantage, loss, filter, prompts, train_rows"),
     (["+algo.filter=3"], "algo.filter=3 is not a config node with a _target_; choose an option of the algo group"),
     (["reward.terms.correct=3"], "reward.terms.correct=3 is not a mapping; Composite takes terms: a mapping"),
     (["algo.loss=3"], "algo.loss=3 is not a config node with a _target_; choose an option of the algo group"),
