@@ -50,3 +50,21 @@ def child_env(**extra: str) -> dict[str, str]:
     import os
 
     return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}, **extra}
+
+
+def step_input(correct, sampled_tokens, truncated, cap, group_size):
+    """A StepInput (for reward terms) whose completion i has ``sampled_tokens[i]`` sampled ids, EOS
+    included when it is not truncated, under generation cap ``cap``; groups of ``group_size``."""
+    from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+
+    n = len(correct)
+    problems = [Problem(uid=f"p{b}", prompt="q", answer="a") for b in range(n // group_size)]
+    rollouts = Rollouts(
+        problems=problems, group_size=group_size, prompt_ids=[[1]] * len(problems),
+        completion_ids=[[7] * k for k in sampled_tokens], texts=[""] * n,
+        length_tokens_N=torch.tensor([k - (0 if t else 1) for k, t in zip(sampled_tokens, truncated)]),
+        truncated_N=torch.tensor(truncated, dtype=torch.bool), budget_tokens_N=torch.full((n,), cap),
+    )
+    verdicts = Verdicts(correct_N=torch.tensor(correct, dtype=torch.float32),
+                        format_ok_N=torch.ones(n), predicted=[None] * n)
+    return StepInput(rollouts=rollouts, verdicts=verdicts, step=0)

@@ -17,25 +17,10 @@ from rlrun.core.dapo import (
 )
 from rlrun.core.losses import aggregate, clipped_surrogate
 from rlrun.core.rewards import Composite
-from rlrun.types import AdvantageInput, Problem, Rollouts, StepInput, Verdicts
+from conftest import step_input
+from rlrun.types import AdvantageInput
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def step_input(correct, sampled_tokens, truncated, cap, group_size):
-    """A StepInput whose completion i has ``sampled_tokens[i]`` sampled ids (EOS included when not
-    truncated) under generation cap ``cap``."""
-    n = len(correct)
-    problems = [Problem(uid=f"p{b}", prompt="q", answer="a") for b in range(n // group_size)]
-    rollouts = Rollouts(
-        problems=problems, group_size=group_size, prompt_ids=[[1]] * len(problems),
-        completion_ids=[[7] * k for k in sampled_tokens], texts=[""] * n,
-        length_tokens_N=torch.tensor([k - (0 if t else 1) for k, t in zip(sampled_tokens, truncated)]),
-        truncated_N=torch.tensor(truncated, dtype=torch.bool), budget_tokens_N=torch.full((n,), cap),
-    )
-    verdicts = Verdicts(correct_N=torch.tensor(correct, dtype=torch.float32),
-                        format_ok_N=torch.ones(n), predicted=[None] * n)
-    return StepInput(rollouts=rollouts, verdicts=verdicts, step=0)
 
 
 def advantage_input(reward, correct, group, truncated=None):
