@@ -81,18 +81,21 @@ def sample(run, step: int, times: dict[str, float]) -> Sampled:
     s = run.settings
     share = s.prompts_per_step // dist.world_size()
     max_rounds = getattr(run.filter, "max_rounds", 1) if run.filter is not None else 1
-    parts, kept_groups = [], 0
+    rounds: list[tuple[Rollouts, Verdicts, Scored, torch.Tensor]] = []
+    budgets: list[int] = []
+    kept_groups = 0
     for attempt in range(max_rounds):
         extra = {"attempt": attempt} if max_rounds > 1 else {}
         problems = run.problems.batch(step, s.prompts_per_step, dist.rank(), dist.world_size(), **extra)
         if run.prompts is not None:
             problems = run.prompts(problems, step)
-        budgets = run.curriculum.budgets(step, problems)
+        budgets += run.curriculum.budgets(step, problems)
         with timed(times, "rollout"):
-            rollouts = run.rollout.generate(problems, s.group_size, budgets)
+            rollouts = run.rollout.generate(problems, s.group_size, budgets[-len(problems):])
         with timed(times, "reward"):
-            parts.append((rollouts, *score(run, rollouts, step), budgets))
-        kept_groups += len(torch.unique(rollouts.group_N[parts[-1][3]]))
+            verdicts, scored, keep_N = score(run, rollouts, step)
+        rounds.append((rollouts, verdicts, scored, keep_N))
+        kept_groups += len(torch.unique(rollouts.group_N[keep_N]))
         # every rank samples as many rounds as the rank that is shortest of kept groups
         if max_rounds == 1 or not dist.all_reduce_max(torch.tensor([int(kept_groups < share)])).item():
             break
@@ -102,20 +105,14 @@ def sample(run, step: int, times: dict[str, float]) -> Sampled:
         if getattr(run.filter, "when_short", "error") == "error":
             raise RuntimeError(f"{message}; raise max_rounds or set algo.filter.when_short=train")
         warnings.warn(f"{message}; training on the kept groups (when_short=train)", stacklevel=2)
-    rollouts = Rollouts.cat([p[0] for p in parts])
-    verdicts = Verdicts(torch.cat([p[1].correct_N for p in parts]),
-                        torch.cat([p[1].format_ok_N for p in parts]),
-                        [x for p in parts for x in p[1].predicted])
-    scored = Scored(
-        torch.cat([p[2].reward_N for p in parts]),
-        {k: torch.cat([p[2].terms[k] for p in parts]) for k in parts[0][2].terms},
-        None if parts[0][2].preference_N is None else torch.cat([p[2].preference_N for p in parts]),
-    )
-    keep_N = torch.cat([p[3] for p in parts])
+    rollouts_all, verdicts_all, scored_all, keep_all = zip(*rounds)
+    rollouts = Rollouts.cat(list(rollouts_all))
+    keep_N = torch.cat(keep_all)
     if max_rounds > 1:  # the first `share` kept groups
         first = torch.unique(rollouts.group_N[keep_N])[:share]
         keep_N &= torch.isin(rollouts.group_N, first)
-    return Sampled(rollouts, verdicts, scored, keep_N, [b for p in parts for b in p[4]], len(parts))
+    return Sampled(rollouts, Verdicts.cat(list(verdicts_all)), Scored.cat(list(scored_all)), keep_N,
+                   budgets, len(rounds))
 
 
 def train_step(run, step: int) -> dict[str, float]:

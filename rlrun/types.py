@@ -116,6 +116,11 @@ class Verdicts:
     format_ok_N: torch.Tensor  # float 0/1
     predicted: list[str | None]
 
+    @staticmethod
+    def cat(parts: list["Verdicts"]) -> "Verdicts":
+        return Verdicts(torch.cat([p.correct_N for p in parts]), torch.cat([p.format_ok_N for p in parts]),
+                        [x for p in parts for x in p.predicted])
+
 
 @dataclass
 class Scored:
@@ -129,6 +134,12 @@ class Scored:
     reward_N: torch.Tensor
     terms: dict[str, torch.Tensor]
     preference_N: torch.Tensor | None = None
+
+    @staticmethod
+    def cat(parts: list["Scored"]) -> "Scored":
+        preference = None if parts[0].preference_N is None else torch.cat([p.preference_N for p in parts])
+        return Scored(torch.cat([p.reward_N for p in parts]),
+                      {k: torch.cat([p.terms[k] for p in parts]) for k in parts[0].terms}, preference)
 
 
 @dataclass
