@@ -64,6 +64,18 @@ class Composite:
         return Scored(reward_N=total, terms=values, preference_N=preference)
 
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state of every term that keeps one (HAPO's history, adaptive weights, ...)."""
+        return {name: fn.state_dict() for name, fn in self.fns.items() if hasattr(fn, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, term_state in state.items():
+            if name not in self.fns or not hasattr(self.fns[name], "load_state_dict"):
+                raise ValueError(f"checkpoint has state for reward term {name!r}, which this reward "
+                                 f"does not have a stateful term of: {sorted(self.fns)}")
+            self.fns[name].load_state_dict(term_state)
+
+
 class CorrectReward:
     """The verifier's correctness, unshaped (ALGORITHMS.md 0.1): ``term_i = correct_i`` ∈ {0, 1}.
     Outcome reward of GRPO (DeepSeekMath arXiv 2402.03300, Sec. 4.1.2).

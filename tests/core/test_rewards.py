@@ -59,3 +59,35 @@ def test_yaml_files_merge_into_weighted_sum():
     scored = instantiate(cfg)(_step())
     assert scored.reward_N.tolist() == pytest.approx([1.5, 0.5, 1.0, 0.0], abs=1e-6)
     assert sorted(scored.terms) == ["correct", "format"]
+
+
+class CountingTerm:
+    """A stateful term: how many completions it has scored so far."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, step):
+        self.seen += len(step.verdicts.correct_N)
+        return step.verdicts.correct_N.float()
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+def test_composite_saves_and_restores_the_state_of_its_stateful_terms():
+    from rlrun.core.rewards import Composite, CorrectReward
+
+    reward = Composite({"correct": {"weight": 1.0, "fn": CorrectReward()},
+                        "count": {"weight": 0.0, "fn": CountingTerm()}})
+    reward.fns["count"].seen = 7
+    assert reward.state_dict() == {"count": {"seen": 7}}  # stateless terms save nothing
+    fresh = Composite({"correct": {"weight": 1.0, "fn": CorrectReward()},
+                       "count": {"weight": 0.0, "fn": CountingTerm()}})
+    fresh.load_state_dict(reward.state_dict())
+    assert fresh.fns["count"].seen == 7
+    with pytest.raises(ValueError, match="reward term 'kimi'"):
+        fresh.load_state_dict({"kimi": {}})
