@@ -130,3 +130,12 @@ def gather_cat(t: torch.Tensor) -> torch.Tensor:
     parts: list[Any] = [None] * world_size()
     tdist.all_gather_object(parts, t.detach().cpu())
     return torch.cat(parts).to(t.device)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (any picklable object)."""
+    if world_size() == 1:
+        return [obj]
+    parts: list[Any] = [None] * world_size()
+    tdist.all_gather_object(parts, obj)
+    return parts

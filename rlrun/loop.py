@@ -153,6 +153,8 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
     rollouts, scored = got.rollouts, got.scored
     local = {
         **reward_metrics(scored),
+        **{k: v for piece in (run.reward, run.filter, run.curriculum) if hasattr(piece, "metrics")
+           for k, v in piece.metrics().items()},
         "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
         "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
         "rollout/rounds": float(got.rounds),

@@ -251,6 +251,35 @@ def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
                           "(which writes it into the prompt) or data with num_tokens")
 
 
+def build_optional(cfg: DictConfig, curriculum: Any) -> tuple[Any, Any, Any]:
+    """The algorithm's optional pieces: its filter (chained with a curriculum's prompt filter,
+    LSPO), its prompt transform and its post-advantage row selection; None where absent."""
+    keep = None
+    if node_at(cfg, "algo.filter") is not None:  # a filter with history sees every rank's prompts
+        keep = build(cfg, "algo.filter", **accepted(cfg, "algo.filter", {"gather": gather_prompts}))
+    extra = getattr(curriculum, "filter", None)
+    if extra is not None:
+        from rlrun.core.budget_curricula import ChainedFilter
+
+        extra.gather = gather_prompts  # its quantiles over every rank's prompts
+        keep = extra if keep is None else ChainedFilter([keep, extra])
+    prompts, train_rows = (build(cfg, path) if node_at(cfg, path) is not None else None
+                           for path in ("algo.prompts", "algo.train_rows"))
+    return keep, prompts, train_rows
+
+
+def wire_collectives(advantage: Any, reward: Any) -> None:
+    """Pieces with statistics over every rank's completions (DLER, A-DLP) or prompts (HAPO) get
+    the collectives (core cannot import dist); each calls them on every rank at every step."""
+    from rlrun import dist
+
+    for piece in (advantage, *getattr(reward, "fns", {}).values()):
+        if hasattr(piece, "reduce_sum"):
+            piece.reduce_sum = dist.all_reduce_sum
+        if hasattr(piece, "gather_objects"):
+            piece.gather_objects = dist.all_gather_object
+
+
 def build_run(cfg: DictConfig, out_dir: str) -> Run:
     """Validate ``cfg`` and build the run; see the module docstring for the order."""
     from rlrun import dist
@@ -261,16 +290,11 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     verifier = build(cfg, "data.verifier")
     reward = build(cfg, "reward")
     advantage = build(cfg, "algo.advantage")
-    keep = None
-    if node_at(cfg, "algo.filter") is not None:  # a filter with history sees every rank's prompts
-        keep = build(cfg, "algo.filter", **accepted(cfg, "algo.filter", {"gather": gather_prompts}))
-    prompts, train_rows = (build(cfg, path) if node_at(cfg, path) is not None else None
-                           for path in ("algo.prompts", "algo.train_rows"))
-    if hasattr(advantage, "reduce_sum"):  # batch statistics over every rank's completions (DLER)
-        advantage.reduce_sum = dist.all_reduce_sum
+    curriculum = build(cfg, "curriculum")
+    keep, prompts, train_rows = build_optional(cfg, curriculum)
+    wire_collectives(advantage, reward)
     check_prompts_and_reward(prompts, reward)
     loss = build(cfg, "algo.loss")
-    curriculum = build(cfg, "curriculum")
     model = build(cfg, "model")
     rollout = build(cfg, "rollout", model=model)
     trainer = build(cfg, "trainer", model=model, total_steps=settings.steps)

@@ -68,6 +68,13 @@ class Composite:
         """The state of every term that keeps one (HAPO's history, adaptive weights, ...)."""
         return {name: fn.state_dict() for name, fn in self.fns.items() if hasattr(fn, "state_dict")}
 
+    def metrics(self) -> dict[str, float]:
+        """What terms report about themselves (LASER-D's targets, A-DLP's lambda, ...), logged as
+        ``reward/<term>/<key>``."""
+        return {f"reward/{name}/{key}": float(value)
+                for name, fn in self.fns.items() if hasattr(fn, "metrics")
+                for key, value in fn.metrics().items()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, term_state in state.items():
             if name not in self.fns or not hasattr(self.fns[name], "load_state_dict"):

@@ -1,0 +1,471 @@
+"""Token-budget curricula and LSPO's length-aware prompt filter (ALGORITHMS.md 3.4-3.6).
+
+- ``ExponentialBudget`` / ``LinearBudget``: Train Long, Think Short (Hammoud et al., arXiv 2508.08940,
+  Sec. 3.4, 4.4, 4.6): the budget shrinks from ``max_new_tokens`` to ``final_tokens`` in ``decays``
+  equal (geometric or arithmetic) drops over the run.
+- ``PerDifficultyBudget``: the same schedule with a final budget per difficulty (rlrun's extension;
+  the paper has one global schedule).
+- ``ThinkPruneLimit``: ThinkPrune (Hou et al., arXiv 2504.01296): a hard generation limit tightened in
+  rounds (4000 -> 3000 -> 2000).
+- ``LengthAwareSampling``: LSPO (Chen et al., arXiv 2510.01459, Eq. 3): keep the prompts whose mean
+  response length is among the shortest or the longest of the batch (a ``Filter``, not a budget);
+  ``LSPOCurriculum`` carries it under ``curriculum=lspo``; ``ChainedFilter`` composes filters.
+
+A curriculum returns one integer per prompt, the generation cap (``Rollouts.budget_tokens_N``):
+reward terms that need the budget (the triangular length reward) read it there. Schedules are pure
+functions of the 0-based step ``t``; their state is their parameters (checked on resume) and the last
+observed step.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rlrun.core.dapo import WHEN_SHORT, varied_groups
+from rlrun.types import AdvantageInput, Problem
+
+SHAPES = ("exponential", "linear")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def to_tokens(budget: float) -> int:
+    """Integer budget: round half up, at least 1 token (``max(1, floor(B + 0.5))``). The paper does
+    not say how it rounds; its Fig. 2 legend prints 178.65 as 179 and 124.67 as 125 (nearest)."""
+    return max(1, math.floor(budget + 0.5))
+
+
+def decay_index(step: int, decays: int, total_steps: int) -> int:
+    """``k(t) = min(n, floor(t (n + 1) / T_total))``: the number of drops applied at 0-based step t,
+    drop k taking effect at ``t_k = k I``, ``I = T_total / (n + 1)`` (arXiv 2508.08940 Sec. 4.4).
+    Integer arithmetic, so a fractional interval needs no rounding convention. Steps past the run
+    keep the last value."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return min(decays, step * (decays + 1) // total_steps)
+
+
+def stepwise_budget(step: int, start: float, final: float, decays: int, total_steps: int,
+                    shape: str = "exponential") -> float:
+    """Train Long, Think Short step-wise schedule (arXiv 2508.08940 Sec. 4.4 and 4.6), k = k(t):
+
+        exponential: B(t) = S0 d^k,  d = (Sf / S0)^(1/n)
+        linear:      B(t) = S0 - k (S0 - Sf) / n   (the "equal drops" of Sec. 4.6; rlrun's reading)
+
+    E.g. S0 = 256, Sf = 87, n = 3, T_total = 600: 256, 178.648645, 124.669291, 87 from steps 0, 150,
+    300, 450 (exponential); 256, 199.666667, 143.333333, 87 (linear). Float, not rounded.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown budget shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    k = decay_index(step, decays, total_steps)
+    if shape == "linear":
+        return start - k * (start - final) / decays
+    return start * ((final / start) ** (1.0 / decays)) ** k
+
+
+def geometric_budget(step: int, start: float, gamma: float, interval: int) -> float:
+    """``B(t) = max(1, B0 gamma^floor(t / T))`` (arXiv 2508.08940 Sec. 1, 3.4): keeps decaying for as
+    long as the run lasts (no final budget). E.g. B0 = 256, gamma = 0.7, T = 150: 179.2 from t = 150,
+    43.02592 at t = 750."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return max(1.0, start * gamma ** (step // interval))
+
+
+class _Schedule:
+    """A curriculum whose budget is a pure function of the step (and of the prompt's difficulty).
+    ``state_dict`` = the parameters (a resume with other parameters is an error, not a silent new
+    schedule) and the last observed step."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.last_step: int | None = None
+
+    def budget(self, step: int, problem: Problem | None = None) -> float:
+        raise NotImplementedError
+
+    def budgets(self, step: int, problems: list[Problem]) -> list[int]:
+        """Generation cap per prompt at ``step``: ``to_tokens(B(t))``. Shapes: (B,) -> B ints."""
+        return [to_tokens(self.budget(step, p)) for p in problems]
+
+    def observe(self, step: int, metrics: dict[str, float]) -> None:
+        """The schedule does not adapt; only the step is recorded (for the checkpoint)."""
+        self.last_step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"params": dict(self.params), "last_step": self.last_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = dict(state.get("params", {})) if isinstance(state, Mapping) else None
+        if saved != self.params:
+            raise ValueError(f"{type(self).__name__}: the checkpoint's schedule {saved} differs from the "
+                             f"configured one {self.params}; resume with the same curriculum settings")
+        self.last_step = state.get("last_step")
+
+
+class ExponentialBudget(_Schedule):
+    """Train Long, Think Short, exponential decay (arXiv 2508.08940 Sec. 3.4, 4.4; ALGORITHMS.md 3.4).
+
+    Two parameterisations (give exactly one):
+
+    - step-wise (the paper's main runs): ``final_tokens`` Sf, ``decays`` n, ``total_steps`` T_total:
+      ``B(t) = S0 d^k(t)``, ``d = (Sf/S0)^(1/n)``, ``k(t) = min(n, floor(t (n+1) / T_total))``; reaches Sf
+      at ``t = n T_total / (n+1)`` and stays there (see :func:`stepwise_budget`).
+    - geometric: ``gamma`` and ``interval`` T: ``B(t) = max(1, S0 gamma^floor(t/T))``, no floor at a final
+      budget (:func:`geometric_budget`).
+
+    ``S0 = max_new_tokens``. The cap returned is ``to_tokens(B(t))`` for every prompt.
+    """
+
+    def __init__(self, max_new_tokens: int, final_tokens: int | None = None, decays: int | None = None,
+                 total_steps: int | None = None, gamma: float | None = None,
+                 interval: int | None = None) -> None:
+        _positive_int("max_new_tokens", max_new_tokens)
+        stepwise = (final_tokens, decays, total_steps)
+        if gamma is None and interval is None:
+            if any(v is None for v in stepwise):
+                raise ValueError("ExponentialBudget needs final_tokens, decays and total_steps "
+                                 "(or gamma and interval instead)")
+            _check_stepwise(max_new_tokens, final_tokens, decays, total_steps)
+            super().__init__({"shape": "exponential", "start": max_new_tokens, "final": final_tokens,
+                              "decays": decays, "total_steps": total_steps})
+            return
+        if final_tokens is not None or decays is not None or gamma is None or interval is None:
+            raise ValueError("ExponentialBudget: give gamma and interval, or final_tokens and decays "
+                             "(with total_steps), not a mix")
+        if not 0.0 < gamma < 1.0:
+            raise ValueError(f"gamma must be in (0, 1), got {gamma!r}")
+        _positive_int("interval", interval)
+        super().__init__({"shape": "geometric", "start": max_new_tokens, "gamma": float(gamma),
+                          "interval": interval})
+
+    def budget(self, step: int, problem: Problem | None = None) -> float:
+        p = self.params
+        if p["shape"] == "geometric":
+            return geometric_budget(step, p["start"], p["gamma"], p["interval"])
+        return stepwise_budget(step, p["start"], p["final"], p["decays"], p["total_steps"])
+
+
+def _check_stepwise(start: int, final: Any, decays: Any, total_steps: Any) -> None:
+    _positive_int("final_tokens", final)
+    _positive_int("decays", decays)
+    _positive_int("total_steps", total_steps)
+    if final > start:
+        raise ValueError(f"final_tokens={final} must be <= max_new_tokens={start} (the budget shrinks)")
+
+
+class LinearBudget(_Schedule):
+    """Train Long, Think Short, linear decay (arXiv 2508.08940 Sec. 4.6, "roughly three equal budget
+    drops"; ALGORITHMS.md 3.4.3): ``B(t) = S0 - k(t) (S0 - Sf) / n`` at the step-wise schedule's drop
+    times, ``S0 = max_new_tokens`` (see :func:`stepwise_budget`)."""
+
+    def __init__(self, max_new_tokens: int, final_tokens: int, decays: int, total_steps: int) -> None:
+        _positive_int("max_new_tokens", max_new_tokens)
+        _check_stepwise(max_new_tokens, final_tokens, decays, total_steps)
+        super().__init__({"shape": "linear", "start": max_new_tokens, "final": final_tokens,
+                          "decays": decays, "total_steps": total_steps})
+
+    def budget(self, step: int, problem: Problem | None = None) -> float:
+        p = self.params
+        return stepwise_budget(step, p["start"], p["final"], p["decays"], p["total_steps"], "linear")
+
+
+class PerDifficultyBudget(_Schedule):
+    """Train Long, Think Short's step-wise schedule with a final budget per difficulty (rlrun's
+    extension: the paper, ALGORITHMS.md 3.4, runs one global schedule). Every prompt starts at
+    ``S0 = max_new_tokens`` and drops at the same steps ``t_k``; a prompt of difficulty ``d =
+    problem.meta[difficulty_key]`` ends at ``Sf(d) = final_tokens[str(d)]``:
+
+        B(t, d) = stepwise_budget(t, S0, Sf(d), n, T_total, shape)
+
+    so harder prompts keep more tokens. A difficulty missing from ``final_tokens`` (or a prompt without
+    ``meta[difficulty_key]``) is an error. For the built-in task the difficulty is ``meta["digits"]``.
+    """
+
+    def __init__(self, max_new_tokens: int, final_tokens: Mapping[Any, int], decays: int, total_steps: int,
+                 shape: str = "exponential", difficulty_key: str = "digits") -> None:
+        _positive_int("max_new_tokens", max_new_tokens)
+        if not isinstance(final_tokens, Mapping) or not final_tokens:
+            raise ValueError(f"final_tokens must map difficulty -> tokens, got {final_tokens!r}")
+        finals = {str(k): v for k, v in final_tokens.items()}
+        for final in finals.values():
+            _check_stepwise(max_new_tokens, final, decays, total_steps)
+        if shape not in SHAPES:
+            raise ValueError(f"unknown budget shape {shape!r}; choose one of {', '.join(SHAPES)}")
+        super().__init__({"shape": shape, "start": max_new_tokens, "final": finals, "decays": decays,
+                          "total_steps": total_steps, "difficulty_key": difficulty_key})
+
+    def final_for(self, problem: Problem) -> int:
+        key = self.params["difficulty_key"]
+        if key not in problem.meta:
+            raise ValueError(f"problem {problem.uid} has no meta[{key!r}] (its difficulty)")
+        difficulty = str(problem.meta[key])
+        if difficulty not in self.params["final"]:
+            raise ValueError(f"no final budget for {key}={difficulty} (problem {problem.uid}); add "
+                             f"curriculum.final_tokens.'{difficulty}'=<tokens>")
+        return self.params["final"][difficulty]
+
+    def budget(self, step: int, problem: Problem | None = None) -> float:
+        if problem is None:
+            raise ValueError("PerDifficultyBudget needs the problem (its difficulty)")
+        p = self.params
+        return stepwise_budget(step, p["start"], self.final_for(problem), p["decays"], p["total_steps"],
+                               p["shape"])
+
+
+class ThinkPruneLimit(_Schedule):
+    """ThinkPrune's hard length limit (arXiv 2504.01296; ALGORITHMS.md 3.5): the generation cap is L
+    and a response cut at L scores 0 (the reward's job: ``reward=dler_truncation``).
+
+    Limits ``[max_new_tokens, *later_limits]`` (strictly decreasing) are the rounds. The paper runs
+    each round as a new run from the previous round's checkpoint: ``later_limits=[]`` and
+    ``max_new_tokens`` = that round's limit. With later limits, one run tightens in place: round
+    ``r(t) = min(R-1, floor(t / round_steps))``, or with ``round_steps=None`` the run is split evenly,
+    ``r(t) = min(R-1, floor(t R / total_steps))`` (the optimizer state then carries over, unlike the
+    paper's separate runs).
+    """
+
+    def __init__(self, max_new_tokens: int, later_limits: Sequence[int] = (), round_steps: int | None = None,
+                 total_steps: int | None = None) -> None:
+        limits = [_positive_int("max_new_tokens", max_new_tokens)]
+        limits += [_positive_int("later_limits[]", v) for v in later_limits]
+        if any(b >= a for a, b in zip(limits, limits[1:])):
+            raise ValueError(f"limits {limits} must decrease strictly (max_new_tokens, then later_limits)")
+        if round_steps is not None:
+            _positive_int("round_steps", round_steps)
+        elif len(limits) > 1:
+            _positive_int("total_steps (needed without round_steps)", total_steps)
+        needs_total = round_steps is None and len(limits) > 1
+        super().__init__({"limits": limits, "round_steps": round_steps,
+                          "total_steps": total_steps if needs_total else None})
+
+    def round_of(self, step: int) -> int:
+        """0-based round index at 0-based ``step``."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        p, rounds = self.params, len(self.params["limits"])
+        if rounds == 1:
+            return 0
+        if p["round_steps"] is not None:
+            return min(rounds - 1, step // p["round_steps"])
+        return min(rounds - 1, step * rounds // p["total_steps"])
+
+    def budget(self, step: int, problem: Problem | None = None) -> float:
+        return float(self.params["limits"][self.round_of(step)])
+
+
+def lower_quantile(sorted_values: Sequence[float], level: float) -> float:
+    """``Q(a) = inf{t : F(t) >= a}`` of the empirical distribution of ``sorted_values`` (ascending, M
+    values): the k-th smallest value with ``k = ceil(a M)`` (clamped to 1..M), i.e. the smallest
+    value whose cumulative share is >= a (LSPO, ALGORITHMS.md 3.6.3; ties resolve to that value).
+    ``a M`` is compared with a 1e-9 tolerance so that 0.7 * 10 counts as 7, not 7.000000000000001."""
+    count = len(sorted_values)
+    if count == 0:
+        raise ValueError("quantile of no values")
+    k = min(count, max(1, math.ceil(level * count - 1e-9)))
+    return float(sorted_values[k - 1])
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """One batch's LSPO thresholds: keep ``L <= short`` or ``long <= L <= cap`` (tokens)."""
+
+    short: float
+    long: float
+    cap: float
+
+
+def lspo_thresholds(pool: Sequence[float], l_low: float, l_high: float, l_max: float | None = None,
+                    l_max_tokens: float | None = None) -> Thresholds | None:
+    """Thresholds from the mean lengths ``pool`` of the prompts that passed the accuracy filter
+    (None when the pool is empty): ``short = Q(l_low)``, ``long = Q(l_high)``, ``cap = min(Q(l_max),
+    l_max_tokens)`` (each bound only when set; inf otherwise). ALGORITHMS.md 3.6.3."""
+    values = sorted(float(v) for v in pool)
+    if not values:
+        return None
+    cap = math.inf
+    if l_max is not None:
+        cap = lower_quantile(values, l_max)
+    if l_max_tokens is not None:
+        cap = min(cap, float(l_max_tokens))
+    return Thresholds(lower_quantile(values, l_low), lower_quantile(values, l_high), cap)
+
+
+def lspo_keep(mean_length_G: torch.Tensor, survived_G: torch.Tensor, th: Thresholds | None) -> torch.Tensor:
+    """LSPO's keep rule per prompt (arXiv 2510.01459; ALGORITHMS.md 3.6.3, an interpretation):
+
+        keep_q = survived_q and (L(q) <= Q(l_low) or Q(l_high) <= L(q) <= cap)
+
+    Shapes: ``mean_length_G`` (G,) float, ``survived_G`` (G,) bool -> bool (G,)."""
+    if th is None:
+        return torch.zeros_like(survived_G, dtype=torch.bool)
+    short = mean_length_G <= th.short
+    long = (mean_length_G >= th.long) & (mean_length_G <= th.cap)
+    return survived_G.bool() & (short | long)
+
+
+@dataclass
+class LengthAwareSampling:
+    """LSPO's filter (arXiv 2510.01459, Eq. 3 ``L(q) = (1/G) sum_i |o_i|``; ALGORITHMS.md 3.6): per
+    sampling round, a prompt survives DAPO's accuracy filter (its completions are not all correct or
+    all wrong; ``accuracy_filter=False`` skips it, e.g. after ``algo=dapo``'s own filter), the
+    thresholds are the quantiles of the survivors' mean lengths over the round (every rank's prompts
+    when ``gather`` is given), and the prompt is kept by :func:`lspo_keep`. ``max_rounds`` /
+    ``when_short`` drive the loop's refill (DAPO's dynamic sampling: first B kept prompts).
+
+    ``l_low < l_high`` in (0, 1) are required (the paper's values were not found); ``l_max`` (a
+    quantile level >= l_high) and ``l_max_tokens`` (absolute) cap the long side. Lengths are
+    ``length_tokens_N`` (no EOS). Statistics (``state_dict``) count prompts seen/survived/kept.
+    Shapes: ``inp`` rows (N,) -> bool keep mask (N,).
+    """
+
+    l_low: float
+    l_high: float
+    l_max: float | None = None
+    l_max_tokens: int | None = None
+    max_rounds: int = 10
+    when_short: str = "train"
+    accuracy_filter: bool = True
+    gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None = field(
+        default=None, repr=False, compare=False)
+    stats: dict[str, int] = field(default_factory=dict, init=False)
+    last: Thresholds | None = field(default=None, init=False)
+    last_step: int | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.l_low < self.l_high < 1.0:
+            raise ValueError(f"LSPO needs 0 < l_low < l_high < 1, got {self.l_low}, {self.l_high}")
+        if self.l_max is not None and not self.l_high <= self.l_max <= 1.0:
+            raise ValueError(f"LSPO l_max={self.l_max} must be in [l_high, 1] (a quantile level)")
+        if self.l_max_tokens is not None:
+            _positive_int("l_max_tokens", self.l_max_tokens)
+        _positive_int("max_rounds", self.max_rounds)
+        if self.when_short not in WHEN_SHORT:
+            raise ValueError(f"when_short={self.when_short!r} is not one of {', '.join(WHEN_SHORT)}")
+        self.stats = {k: 0 for k in ("rounds", "prompts", "survived", "kept_short", "kept_long")}
+
+    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+        _, index_N = torch.unique(inp.group_N, return_inverse=True)
+        groups = int(index_N.max()) + 1 if index_N.numel() else 0
+        zeros_G = torch.zeros(groups, dtype=torch.float64)
+        count_G = zeros_G.index_add(0, index_N, torch.ones(len(index_N), dtype=torch.float64))
+        length = inp.length_tokens_N.detach().to(torch.float64)
+        mean_G = zeros_G.index_add(0, index_N, length) / count_G
+        survived_G = torch.ones(groups, dtype=torch.bool)
+        if self.accuracy_filter:
+            varied_N = varied_groups(inp.correct_N, inp.group_N)
+            survived_G = torch.zeros(groups, dtype=torch.bool).index_put((index_N,), varied_N)
+        pooled = torch.where(survived_G, mean_G, torch.full_like(mean_G, math.nan))
+        if self.gather is not None:
+            pooled, _ = self.gather(pooled)
+        pool = pooled[~torch.isnan(pooled)].tolist()
+        self.last = lspo_thresholds(pool, self.l_low, self.l_high, self.l_max, self.l_max_tokens)
+        keep_G = lspo_keep(mean_G, survived_G, self.last)
+        self._count(mean_G, survived_G, keep_G, inp.step)
+        return keep_G[index_N]
+
+    def _count(self, mean_G: torch.Tensor, survived_G: torch.Tensor, keep_G: torch.Tensor, step: int) -> None:
+        short_G = keep_G & (mean_G <= (self.last.short if self.last else -math.inf))
+        self.stats["rounds"] += 1
+        self.stats["prompts"] += len(mean_G)
+        self.stats["survived"] += int(survived_G.sum())
+        self.stats["kept_short"] += int(short_G.sum())
+        self.stats["kept_long"] += int((keep_G & ~short_G).sum())
+        self.last_step = step
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative counts and the last round's thresholds (``lspo/*``; NaN before any survivor)."""
+        out = {f"lspo/{k}": float(v) for k, v in self.stats.items()}
+        for name in ("short", "long", "cap"):
+            out[f"lspo/threshold_{name}_tokens"] = getattr(self.last, name) if self.last else math.nan
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stats": dict(self.stats)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        stats = dict(state["stats"])
+        if sorted(stats) != sorted(self.stats):
+            raise ValueError(f"LSPO state: stats keys {sorted(stats)} != {sorted(self.stats)}")
+        self.stats = {k: int(v) for k, v in stats.items()}
+
+
+class ChainedFilter:
+    """Filters applied in order, each to the rows the previous ones kept (e.g. DAPO's accuracy filter,
+    then LSPO's length rule on its survivors, ALGORITHMS.md 3.6.1). ``max_rounds`` is the largest of
+    theirs; ``when_short`` is ``error`` if any filter says so."""
+
+    def __init__(self, filters: Sequence[Any]) -> None:
+        if not filters:
+            raise ValueError("ChainedFilter needs at least one filter")
+        self.filters = list(filters)
+        self.max_rounds = max(getattr(f, "max_rounds", 1) for f in self.filters)
+        shorts = [getattr(f, "when_short", "error") for f in self.filters]
+        self.when_short = "error" if "error" in shorts else "train"
+
+    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+        keep_N = torch.ones(len(inp.reward_N), dtype=torch.bool)
+        for fn in self.filters:
+            rows = keep_N.nonzero().squeeze(1)
+            keep_N = torch.zeros_like(keep_N).index_put((rows,), fn(inp.select(rows)).bool())
+        return keep_N
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): f.state_dict() for i, f in enumerate(self.filters) if hasattr(f, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, f in enumerate(self.filters):
+            if hasattr(f, "load_state_dict"):
+                f.load_state_dict(state[str(i)])
+
+
+class LSPOCurriculum:
+    """``curriculum=lspo``: a fixed generation cap (``max_new_tokens``, as ``FixedBudget``) that
+    carries LSPO's filter (``self.filter``) for the loop to apply (ALGORITHMS.md 3.6). If the loop
+    did not apply it at a step, ``observe`` raises: a silent run without LSPO is never reported as
+    LSPO. The filter's statistics are saved with the curriculum."""
+
+    def __init__(self, max_new_tokens: int, filter: LengthAwareSampling) -> None:  # noqa: A002
+        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
+        self.filter = filter
+
+    def budgets(self, step: int, problems: list[Problem]) -> list[int]:
+        return [self.max_new_tokens] * len(problems)
+
+    def observe(self, step: int, metrics: dict[str, float]) -> None:
+        if self.filter.last_step != step:
+            raise RuntimeError(
+                f"curriculum=lspo: LSPO's filter was not applied at step {step + 1}; this rlrun does not "
+                "pass curriculum.filter to the loop (it needs run.filter = ChainedFilter([algo.filter, "
+                "curriculum.filter]))")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"filter": self.filter.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.filter.load_state_dict(state["filter"])
+
+
+def triangular_length_reward(length_N: torch.Tensor, budget_N: torch.Tensor, r_max: float = 1.0,
+                             band: bool = False) -> torch.Tensor:
+    """Train Long, Think Short's length reward (arXiv 2508.08940 Sec. 3.3; "band" Sec. 4.5), L = B(t):
+
+        R_len(l) = R_max l / L            0 <= l <= L   (band: R_max)
+                 = R_max (1 - (l - L)/L)   L < l <= 2L
+                 = 0                       l > 2L
+
+    E.g. L = 87: l = 80 -> 0.919540, 120 -> 0.620690, 87 -> 1, 200 -> 0. Shapes: (N,), (N,) -> (N,) float32.
+    """
+    length = length_N.to(torch.float64)
+    budget = budget_N.to(torch.float64)
+    rising = torch.ones_like(length) if band else length / budget
+    falling = (1.0 - (length - budget) / budget).clamp(min=0.0)
+    return (r_max * torch.where(length <= budget, rising, falling)).to(torch.float32)

@@ -1,0 +1,447 @@
+"""LASER, LASER-D, LASER-DE (Liu et al., "Learn to Reason Efficiently with Adaptive Length-based
+Reward Shaping", arXiv 2505.15612; ALGORITHMS.md 3.2) and the ``hkust-nlp/Laser`` length controller
+(generation-cap schedule, not in the paper; ALGORITHMS.md 3.3).
+
+Every LASER term returns the **whole** shaped reward of the paper's Eq. 2, ``R̂ = C(y) + λ(y)·S(y)``
+with ``C = R`` the base reward (+1 correct, −0.5 wrong, −1 format error): use it alone
+(``reward=laser``), not with ``correct``.
+
+Length: ``len`` = sampled response tokens **including EOS** (``len(completion_ids)``), the paper
+code's verl response mask (ALGORITHMS.md 3.0), not ``length_tokens_N`` (which drops EOS): a target
+``L_T`` then means what it means in the paper, and a response cut at the cap has ``len = cap``.
+
+LASER-D/DE targets (:class:`LaserTargets`) come from a *monitor*: K responses per question of a
+monitor set, every ``monitor_every`` steps. The loop does not run a monitor set yet; a term with
+``monitor="batch"`` (the default) refreshes its targets from the **training batch it is scoring**
+(this rank's completions, this sampling round) at steps ``step % monitor_every == 0``, before
+shaping it. The batch is sampled by the same policy the paper's monitor would see (the monitor after
+update s runs before step s + 1), but on the training prompts and with K = G; each rank computes
+its own targets. ``monitor="eval"``/``"data"`` expect the loop to call :meth:`LaserD.observe_monitor`
+(see its docstring) and fail loudly if it has not; ``monitor="none"`` is the paper code without a
+monitor: every bucket uses ``targets.default_tokens``.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import torch
+
+from rlrun.types import Problem, StepInput
+
+BUCKETS = ("low", "medium", "high")  # hard, medium, easy
+CORRECT, WRONG, FORMAT_ERROR = 1.0, -0.5, -1.0
+ROUND_METHODS = ("floor", "ceil")
+MONITORS = ("batch", "eval", "data", "none")
+REPETITION = ("detect", "as_released")
+
+
+def base_score(correct_N: torch.Tensor, format_ok_N: torch.Tensor) -> torch.Tensor:
+    """LASER's base reward R(x, y) (paper Sec. 2; code ``hf_math_verifier.compute_score``;
+    ALGORITHMS.md 3.2.3): −1 if the format is wrong (whatever the answer), else +1 if correct, else
+    −0.5. Shapes: (N,), (N,) -> (N,) float32."""
+    ok_N = format_ok_N.bool()
+    score_N = torch.where(correct_N.bool(), CORRECT, WRONG).to(torch.float32)
+    return torch.where(ok_N, score_N, torch.tensor(FORMAT_ERROR))
+
+
+def sampled_lengths(step: StepInput) -> torch.Tensor:
+    """``len`` of each completion: sampled tokens with EOS (verl's response mask). (N,) long."""
+    return torch.tensor([len(ids) for ids in step.rollouts.completion_ids], dtype=torch.long)
+
+
+def candidate_lengths(lower: int, upper: int, interval: int) -> list[int]:
+    """The code's ``get_length_threshold`` (ALGORITHMS.md 3.2.3): ``[lower] + range(1024, upper +
+    interval, interval)`` if ``lower < 1024`` else ``range(lower, upper + interval, interval)``.
+    May exceed ``upper`` (pitfall 10): (1000, 2500, 1024) -> [1000, 1024, 2048, 3072]."""
+    if lower < 1024:
+        return [lower] + list(range(1024, upper + interval, interval))
+    return list(range(lower, upper + interval, interval))
+
+
+def _group_counts(flag_N: torch.Tensor, group_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hits per group, members per group) over the group ids present; index by ``group_N``."""
+    size = int(group_N.max()) + 1 if len(group_N) else 0
+    hits = torch.bincount(group_N, weights=flag_N.to(torch.float64), minlength=size).round().long()
+    members = torch.bincount(group_N, minlength=size)
+    return hits, members
+
+
+def training_buckets(score_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
+    """Training bucket of each completion (code ``compute_length_reward_larse_d``): acc = #(score
+    == 1)/n of its group; ``high`` (2) if acc ≥ 2/3, ``medium`` (1) if acc ≥ 1/3, else ``low`` (0).
+    Compared as integers (3k ≥ 2n), which equals the code's float test. (N,) -> (N,) long."""
+    hits, members = _group_counts(score_N == CORRECT, group_N)
+    k, n = hits[group_N], members[group_N]
+    return (3 * k >= n).long() + (3 * k >= 2 * n).long()
+
+
+def monitor_buckets(correct_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
+    """Monitor bucket (code ``count_accuracy_bands_metrics``): format-agnostic acc; ``low`` (0) if
+    acc ≤ 1/3, ``medium`` (1) if acc ≤ 2/3, else ``high`` (2). Note the boundaries differ from
+    :func:`training_buckets` (pitfall 4). (N,) -> (N,) long."""
+    hits, members = _group_counts(correct_N.bool(), group_N)
+    k, n = hits[group_N], members[group_N]
+    return (3 * k > n).long() + (3 * k > 2 * n).long()
+
+
+@dataclass
+class LaserTargets:
+    """LASER-D's per-bucket targets L_A (paper Eq. 3; code ``_choose_target_length``; ALGORITHMS.md
+    3.2.3). :meth:`update` stores the monitor's coverage ``P_{l,d}`` = share of all responses of the
+    questions in bucket d with ``len ≤ l``, for every candidate ``l`` of
+    ``candidate_lengths(lower_bound, upper_bound, interval)``. :meth:`targets` then gives
+
+        L_A(d) = min({fallback} ∪ {l : ECR_d(l) ≥ expected_n_correct}),
+        floor: |C| = int(n·2/3), int(n/3), 1 and ECR = int(P·|C|)     (released scripts)
+        ceil:  |C| = ceil(n·2/3), ceil(n/3), 1 and ECR = P·|C|         (the paper: 6, 3, 1)
+
+    for (high, medium, low), ``n = n_rollout`` (the code's default 8, never the configured G,
+    pitfall 2), ``fallback`` = the longest response of the training batch. Before any update every
+    bucket gets ``default_tokens`` (the code's ``target_length``, 8192 in the scripts).
+    State: the coverage counts and the step they were measured at (the repo does not checkpoint
+    them, ALGORITHMS.md 3.2.5).
+    """
+
+    lower_bound: int = 1024
+    upper_bound: int = 16384
+    interval: int = 1024
+    round_method: str = "floor"
+    expected_n_correct: float = 1
+    n_rollout: int = 8
+    default_tokens: int = 8192
+    candidates: list[int] = field(init=False)
+    within: dict[str, list[int]] | None = field(init=False, default=None)
+    totals: dict[str, int] = field(init=False, default_factory=dict)
+    questions: dict[str, int] = field(init=False, default_factory=dict)
+    measured_at: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.round_method not in ROUND_METHODS:
+            raise ValueError(f"round_method={self.round_method!r}; valid: {', '.join(ROUND_METHODS)}")
+        if not (1 <= self.lower_bound and 1 <= self.interval and self.n_rollout >= 1 and self.default_tokens >= 1):
+            raise ValueError("lower_bound, interval, n_rollout and default_tokens must be >= 1")
+        self.candidates = candidate_lengths(self.lower_bound, self.upper_bound, self.interval)
+
+    def update(self, correct_N: torch.Tensor, length_N: torch.Tensor, group_N: torch.Tensor, step: int) -> None:
+        """Replace the coverage table with the monitor's K responses per question: ``correct_N``
+        (format-agnostic 0/1), ``length_N`` (tokens with EOS), ``group_N`` (question id). (N,) each."""
+        bucket_N = monitor_buckets(correct_N, group_N)
+        self.within = {d: [int(((bucket_N == b) & (length_N <= l)).sum()) for l in self.candidates]
+                       for b, d in enumerate(BUCKETS)}
+        self.totals = {d: int((bucket_N == b).sum()) for b, d in enumerate(BUCKETS)}
+        first = [int((group_N == g).nonzero()[0]) for g in torch.unique(group_N).tolist()]
+        self.questions = {d: int((bucket_N[first] == b).sum()) for b, d in enumerate(BUCKETS)}
+        self.measured_at = int(step)
+
+    def coverage(self, bucket: str) -> list[float]:
+        """P_{l,d} for every candidate (0.0 for an empty bucket)."""
+        assert self.within is not None, "no monitor statistics yet"
+        total = self.totals[bucket]
+        return [w / total if total else 0.0 for w in self.within[bucket]]
+
+    def needed(self, bucket: str) -> float:
+        """|C_d|, the fewest correct responses of n for a question to be in bucket d."""
+        share = {"high": self.n_rollout * 2 / 3, "medium": self.n_rollout * 1 / 3}.get(bucket)
+        if share is None:
+            return 1
+        return int(share) if self.round_method == "floor" else math.ceil(share)
+
+    def targets(self, fallback: int) -> dict[str, int]:
+        """L_A per bucket (see the class docstring); ``default_tokens`` before any update."""
+        if self.within is None:
+            return {d: self.default_tokens for d in BUCKETS}
+        result = {}
+        for d in BUCKETS:
+            target, need = int(fallback), self.needed(d)
+            for length, ratio in zip(self.candidates, self.coverage(d)):
+                ecr = int(ratio * need) if self.round_method == "floor" else ratio * need
+                if ecr >= self.expected_n_correct and length < target:
+                    target = length
+            result[d] = target
+        return result
+
+    def metrics(self) -> dict[str, float]:
+        """Monitor statistics to log: questions per bucket and coverage at each candidate."""
+        if self.within is None:
+            return {}
+        out: dict[str, float] = {"laser/monitor_step": float(self.measured_at or 0)}
+        for d in BUCKETS:
+            out[f"laser/monitor_{d}_questions"] = float(self.questions[d])
+            for length, ratio in zip(self.candidates, self.coverage(d)):
+                out[f"laser/coverage_{d}/length_{length}"] = ratio
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"candidates": list(self.candidates), "within": self.within, "totals": dict(self.totals),
+                "questions": dict(self.questions), "measured_at": self.measured_at}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if list(state["candidates"]) != self.candidates:
+            raise ValueError(f"checkpoint's LASER candidate lengths {list(state['candidates'])} differ "
+                             f"from this config's {self.candidates}")
+        self.within = None if state["within"] is None else {d: list(v) for d, v in state["within"].items()}
+        self.totals, self.questions = dict(state["totals"]), dict(state["questions"])
+        self.measured_at = state["measured_at"]
+
+
+class Laser:
+    """LASER (paper Table 2 / Sec. 4; code ``compute_length_reward_larse``, type ``reward``):
+
+        r_i = R_i + alpha · 1[R_i = 1] · 1[len_i ≤ L_T]
+
+    R = :func:`base_score`. Paper/scripts: alpha 0.5, L_T ∈ {2048, 4096, 8192} with a 16384 context.
+    Stateless. Shapes: StepInput with N completions -> (N,) float32.
+    """
+
+    def __init__(self, target_tokens: int = 4096, alpha: float = 0.5) -> None:
+        if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens < 1:
+            raise ValueError(f"target_tokens must be an int >= 1, got {target_tokens!r}")
+        self.target_tokens, self.alpha = target_tokens, float(alpha)
+
+    def __call__(self, step: StepInput) -> torch.Tensor:
+        score_N = base_score(step.verdicts.correct_N, step.verdicts.format_ok_N)
+        short_N = sampled_lengths(step) <= self.target_tokens
+        return score_N + self.alpha * ((score_N == CORRECT) & short_N).float()
+
+
+class LaserD:
+    """LASER-D (paper Sec. 4, Eq. 3; code ``compute_length_reward_larse_d``; ALGORITHMS.md 3.2.3):
+
+        r_i = R_i + alpha · 1[R_i = 1] · 1[len_i ≤ L_A(bucket of i's group)]
+
+    buckets by :func:`training_buckets`, ``L_A`` from ``targets`` (:class:`LaserTargets`) with the
+    batch's longest response as fallback (rank-local here; the whole batch in verl).
+    ``monitor`` says where the coverage comes from (module docstring): ``batch`` (fallback until the
+    loop runs a monitor set), ``eval``/``data`` (the loop calls :meth:`observe_monitor` before step
+    0 and before every step with ``step % monitor_every == 0``), ``none`` (default targets).
+    State: ``targets``. :meth:`metrics` gives the current targets and monitor statistics to log.
+    """
+
+    def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "batch",
+                 monitor_every: int = 20) -> None:
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor={monitor!r}; valid: {', '.join(MONITORS)}")
+        if monitor_every < 1:
+            raise ValueError(f"monitor_every must be >= 1, got {monitor_every}")
+        self.targets = targets if targets is not None else LaserTargets()
+        self.alpha, self.monitor, self.monitor_every = float(alpha), monitor, monitor_every
+        self.last_targets: dict[str, int] = {}
+
+    def observe_monitor(self, correct_N: torch.Tensor, length_N: torch.Tensor, group_N: torch.Tensor,
+                        step: int) -> None:
+        """The monitor's responses (K per question; correctness format-agnostic, lengths with EOS,
+        question ids): the targets for steps ``step .. step + monitor_every − 1`` come from them."""
+        self.targets.update(correct_N, length_N, group_N, step)
+
+    def due(self, step: int) -> bool:
+        """Whether the monitor must run before ``step`` (0-based): ``step % monitor_every == 0``."""
+        return self.monitor != "none" and step % self.monitor_every == 0
+
+    def bucket_targets(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(base score, len, L_A per completion) of the step, refreshing the batch monitor if due."""
+        score_N = base_score(step.verdicts.correct_N, step.verdicts.format_ok_N)
+        length_N, group_N = sampled_lengths(step), step.rollouts.group_N
+        if self.monitor == "batch" and (self.due(step.step) or self.targets.within is None):
+            self.targets.update(step.verdicts.correct_N, length_N, group_N, step.step)
+        elif self.monitor in ("eval", "data") and self.targets.within is None:
+            raise RuntimeError(f"LASER-D monitor={self.monitor!r} needs the loop to run the monitor set "
+                               "(observe_monitor); use monitor=batch or monitor=none")
+        fallback = int(length_N.max()) if len(length_N) else self.targets.default_tokens
+        self.last_targets = self.targets.targets(fallback)
+        table = torch.tensor([self.last_targets[d] for d in BUCKETS])
+        return score_N, length_N, table[training_buckets(score_N, group_N)]
+
+    def __call__(self, step: StepInput) -> torch.Tensor:
+        score_N, length_N, target_N = self.bucket_targets(step)
+        return score_N + self.alpha * ((score_N == CORRECT) & (length_N <= target_N)).float()
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"laser/target_{d}_tokens": float(t) for d, t in self.last_targets.items()}
+        return {**out, **self.targets.metrics()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"targets": self.targets.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.targets.load_state_dict(state["targets"])
+
+
+class LaserDE(LaserD):
+    """LASER-DE (paper Table 2; code ``compute_length_reward_larse_de``; ALGORITHMS.md 3.2.3): LASER-D
+    plus an exploration bonus for wrong, well-formed responses longer than the target:
+
+        R_i = 1:     r_i = 1 + alpha · 1[len_i ≤ L_A]
+        R_i = −0.5:  r_i = −0.5 + alpha · 1[len_i > L_A] · (1 − repetitive(y_i))
+        R_i = −1:    r_i = −1
+
+    ``repetition="detect"``: :func:`repetition_start` on the token ids (what the code intends);
+    ``"as_released"``: never repetitive (the released detector gets a tensor and never fires,
+    pitfall 6). Same state and monitor as :class:`LaserD`.
+    """
+
+    def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "batch",
+                 monitor_every: int = 20, repetition: str = "detect") -> None:
+        super().__init__(targets, alpha, monitor, monitor_every)
+        if repetition not in REPETITION:
+            raise ValueError(f"repetition={repetition!r}; valid: {', '.join(REPETITION)}")
+        self.repetition = repetition
+
+    def __call__(self, step: StepInput) -> torch.Tensor:
+        score_N, length_N, target_N = self.bucket_targets(step)
+        bonus_N = ((score_N == CORRECT) & (length_N <= target_N)).float()
+        explore_N = (score_N == WRONG) & (length_N > target_N)
+        if self.repetition == "detect":
+            ids = step.rollouts.completion_ids
+            for i in explore_N.nonzero().squeeze(1).tolist():
+                explore_N[i] = repetition_start(ids[i]) >= len(ids[i])
+        return score_N + self.alpha * (bonus_N + explore_N.float())
+
+
+def repetition_start(tokens: list[int], gram: int = 4) -> int:
+    """The code's ``detect_token_ngram_repetition_optimized_reversed`` on token ids (ALGORITHMS.md
+    3.2.3): the position where a repetition starts, or ``len(tokens)`` when there is none.
+    ``len ≤ 2·gram``: none. Gram size g = 2 (len < 30), 3 (< 100), else min(4, gram); hits k = 2
+    (len < 200) else 3. Scanning starts i from the end, a g-gram (skipping grams of one repeated
+    token when g > 2) seen k times with two consecutive starts closer than len // 3 returns its
+    first start; then (len ≥ 4g) the first 2g-window seen twice returns the smaller start."""
+    tokens = [int(t) for t in tokens]
+    size = len(tokens)
+    if size <= gram * 2:
+        return size
+    g = 2 if size < 30 else 3 if size < 100 else min(4, gram)
+    hits = 2 if size < 200 else 3
+    starts: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i in range(size - g, -1, -1):
+        key = tuple(tokens[i:i + g])
+        if g > 2 and len(set(key)) == 1:
+            continue
+        starts[key].append(i)
+        if len(starts[key]) >= hits:
+            ordered = sorted(starts[key])
+            if any(b - a < size // 3 for a, b in pairwise(ordered)):
+                return ordered[0]
+    if size >= 4 * g:
+        seen: dict[tuple[int, ...], int] = {}
+        for i in range(size - 2 * g, -1, -1):
+            key = tuple(tokens[i:i + 2 * g])
+            if key in seen:
+                return min(i, seen[key])
+            seen[key] = i
+    return size
+
+
+CONTROLLER_MODES = ("constant", "interval_reduction", "monitor_clip_ratio", "monitor_passk")
+CLIP_RATIO_OF = ("current_cap", "as_released")
+
+
+@dataclass
+class LaserLengthController:
+    """The ``hkust-nlp/Laser`` generation-cap schedule (``verl/trainer/ppo/len_ctrl.py``; not in the
+    paper; ALGORITHMS.md 3.3.3). The cap ``current`` starts at ``max_new_tokens``; a *reduction* is
+    ``current = max(current − reduction, min_new_tokens)``. With s = step + 1 (1-based):
+
+    - ``constant``: the cap never moves (what every released script runs).
+    - ``interval_reduction``: reduce at the start of s when s ≥ start_step and (s − start_step) %
+      interval == 0 (first cut at s = start_step), i.e. cap(s) = max(max_new_tokens − reduction ·
+      (⌊(s − start_step)/interval⌋ + 1), min_new_tokens).
+    - ``monitor_clip_ratio``: c = the previous step's clip ratio; if s ≥ start_step, count
+      consecutive steps with c ≤ target_clip_ratio; at target_acc_times, reduce and reset.
+      A step without the statistic reuses the last one. ``clip_ratio="current_cap"`` (default)
+      reads ``length/truncated_frac`` (cut by the current cap); ``"as_released"`` measures against
+      ``max_new_tokens``, i.e. 0 once the cap is below it (pitfall 1: then it reduces every
+      target_acc_times steps).
+    - ``monitor_passk``: m = previous step's metric ``passk_metric`` (pass@k after truncation to
+      current − reduction minus pass@k of the full responses); reduce if |m| ≤ target_comparison_num
+      or m ≥ 0; a step without it reuses the last one. rlrun's loop does not compute it yet.
+
+    ``min_new_tokens`` None = ``max_new_tokens`` (the code's default: the cap never moves).
+    Monitor rules run in :meth:`observe` after step s for step s + 1; the rule at s = 1 has no
+    statistic and does nothing, as in the code. State: the cap and counters (checkpointed; the
+    repo restarts them on resume, pitfall 3). Shapes: ``problems`` (B,) -> list of B ints.
+    """
+
+    max_new_tokens: int
+    mode: str = "constant"
+    min_new_tokens: int | None = None
+    start_step: int = 1
+    interval: int = 10
+    reduction: int = 1024
+    target_clip_ratio: float = 0.1
+    target_acc_times: int = 5
+    target_comparison_num: float = 0.1
+    clip_ratio: str = "current_cap"
+    passk_metric: str = "laser/passk_difference"
+    current: int = field(init=False)
+    good_steps: int = field(init=False, default=0)
+    last_value: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.mode not in CONTROLLER_MODES:
+            raise ValueError(f"mode={self.mode!r}; valid: {', '.join(CONTROLLER_MODES)}")
+        if self.clip_ratio not in CLIP_RATIO_OF:
+            raise ValueError(f"clip_ratio={self.clip_ratio!r}; valid: {', '.join(CLIP_RATIO_OF)}")
+        if self.min_new_tokens is None:
+            self.min_new_tokens = self.max_new_tokens
+        if not 1 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"need 1 <= min_new_tokens <= max_new_tokens, got {self.min_new_tokens}, "
+                             f"{self.max_new_tokens}")
+        if self.interval < 1 or self.reduction < 0 or self.target_acc_times < 1:
+            raise ValueError("need interval >= 1, reduction >= 0, target_acc_times >= 1")
+        self.current = self.max_new_tokens
+
+    def cap(self, step: int) -> int:
+        """The generation cap at 0-based ``step``."""
+        s = step + 1
+        if self.mode == "interval_reduction":
+            cuts = (s - self.start_step) // self.interval + 1 if s >= self.start_step else 0
+            return max(self.max_new_tokens - self.reduction * cuts, self.min_new_tokens)
+        return self.current
+
+    def budgets(self, step: int, problems: list[Problem]) -> list[int]:
+        return [self.cap(step)] * len(problems)
+
+    def advance(self, s: int, value: float | None) -> None:
+        """The code's monitor rule at the start of 1-based step s with the previous step's
+        statistic ``value`` (None: missing, the code's −1 / {})."""
+        if value is None:
+            if self.last_value is None:
+                return
+            value = self.last_value
+        if self.mode == "monitor_clip_ratio":
+            if s >= self.start_step:
+                self.good_steps = self.good_steps + 1 if value <= self.target_clip_ratio else 0
+                if self.good_steps >= self.target_acc_times:
+                    self._reduce()
+                    self.good_steps = 0
+            self.last_value = value
+        elif self.mode == "monitor_passk" and s >= self.start_step:
+            self.last_value = value
+            if abs(value) <= self.target_comparison_num or value >= 0:
+                self._reduce()
+
+    def _reduce(self) -> None:
+        self.current = max(self.current - self.reduction, self.min_new_tokens)
+
+    def observe(self, step: int, metrics: dict[str, float]) -> None:
+        """After 0-based ``step`` (s = step + 1): apply the monitor rule of step s + 1."""
+        if self.mode == "monitor_clip_ratio":
+            value = metrics.get("length/truncated_frac")
+            if value is not None and self.clip_ratio == "as_released" and self.current < self.max_new_tokens:
+                value = 0.0
+            self.advance(step + 2, value)
+        elif self.mode == "monitor_passk":
+            self.advance(step + 2, metrics.get(self.passk_metric))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "good_steps": self.good_steps, "last_value": self.last_value}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if set(state) != {"current", "good_steps", "last_value"}:
+            raise ValueError(f"not a LaserLengthController state: {sorted(state)}")
+        self.current, self.good_steps = int(state["current"]), int(state["good_steps"])
+        self.last_value = state["last_value"]
