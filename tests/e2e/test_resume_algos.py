@@ -1,6 +1,7 @@
-"""Every algorithm resumes exactly: 4 steps straight equal 2 steps, a checkpoint, a fresh process
-state restored from it, and 2 more steps (stateful filters and advantages included). In process,
-scanning conf/algo/, so a new option is covered without touching this file."""
+"""Every algorithm, reward and curriculum option resumes exactly: 4 steps straight equal 2 steps, a
+checkpoint, fresh pieces restored from it, and 2 more steps (stateful filters, advantages, reward
+terms and curricula included). In process, scanning conf/, so a new option is covered without
+touching this file."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,14 @@ from rlrun.cli import compose
 from rlrun.run import build_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-ALGOS = sorted(p.stem for p in (CONF / "algo").glob("*.yaml"))
+# options that only work with others (each refuses to start alone, with a one-line reason)
+COMPANIONS = {
+    "reward=l1_exact": ["algo=lcpo"],
+    "reward=l1_max": ["algo=lcpo", "algo.prompts.max_fraction=0.5"],
+    "reward=overlong_soft": ["reward.terms.overlong_soft.fn.cache_tokens=64"],  # L_cache < the cap
+}
+OPTIONS = [f"{group}={p.stem}" for group in ("algo", "reward", "curriculum")
+           for p in sorted((CONF / group).glob("*.yaml"))]
 
 
 def run_to_end(overrides: list[str], out_dir: Path) -> list[dict]:
@@ -22,10 +30,11 @@ def run_to_end(overrides: list[str], out_dir: Path) -> list[dict]:
     return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in lines]
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-def test_two_plus_two_steps_equal_four(algo, tmp_path):
+@pytest.mark.parametrize("option", OPTIONS)
+def test_two_plus_two_steps_equal_four(option, tmp_path):
     dist.init()
-    common = [f"algo={algo}", "debug=cpu", "eval=none", "steps=4", "checkpoint_every=2"]
+    common = [option, *COMPANIONS.get(option, []), "debug=cpu", "eval=none", "steps=4",
+              "checkpoint_every=2"]
     straight = run_to_end(common, tmp_path / "straight")
     checkpoint = tmp_path / "straight" / "checkpoints" / "step_000002"
     resumed = run_to_end([*common, f"resume={checkpoint}"], tmp_path / "resumed")
