@@ -269,8 +269,8 @@ def build_optional(cfg: DictConfig, curriculum: Any) -> tuple[Any, Any, Any]:
 
 
 def wire_collectives(advantage: Any, reward: Any) -> None:
-    """Pieces with statistics over every rank's completions (DLER, A-DLP) or prompts (HAPO) get
-    the collectives (core cannot import dist); each calls them on every rank at every step."""
+    """Pieces with statistics over every rank's completions (DLER, A-DLP, GRPO-lambda) or prompts
+    (HAPO) get the collectives (core cannot import dist); each calls them on every rank at every step."""
     from rlrun import dist
 
     for piece in (advantage, *getattr(reward, "fns", {}).values()):
@@ -278,6 +278,8 @@ def wire_collectives(advantage: Any, reward: Any) -> None:
             piece.reduce_sum = dist.all_reduce_sum
         if hasattr(piece, "gather_objects"):
             piece.gather_objects = dist.all_gather_object
+        if hasattr(piece, "gather_cat"):  # GRPO-lambda ranks the groups of every rank
+            piece.gather_cat, piece.rank = dist.gather_cat, dist.rank
 
 
 def build_run(cfg: DictConfig, out_dir: str) -> Run:
