@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-x -k rollout"`.
 PYTEST_ARGS ?=
 # Time the slow tests may take in `make test` before they are stopped (CI runs them if time allows).
-SLOW_BUDGET_S ?= 900
+SLOW_BUDGET_S ?= 780
 
 .PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl clean
 
