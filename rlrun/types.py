@@ -55,6 +55,12 @@ class Rollouts:
         return torch.arange(len(self.problems)).repeat_interleave(self.group_size)
 
     @property
+    def sampled_tokens_N(self) -> torch.Tensor:
+        """Sampled tokens per completion, EOS included when one was emitted (verl's response-mask
+        length, the ``|o|`` of several papers); ``length_tokens_N`` is the same without EOS."""
+        return torch.tensor([len(ids) for ids in self.completion_ids], dtype=torch.long)
+
+    @property
     def answers_N(self) -> list[str]:
         return [self.problems[g].answer for g in self.group_N.tolist()]
 
@@ -160,6 +166,12 @@ class AdvantageInput:
     logp_NT: torch.Tensor | None = None
     mask_NT: torch.Tensor | None = None
     step: int = 0
+
+    @property
+    def sampled_tokens_N(self) -> torch.Tensor:
+        """Response tokens with EOS (``Rollouts.sampled_tokens_N``): +1 where the completion was
+        not truncated."""
+        return self.length_tokens_N + (~self.truncated_N.bool()).to(self.length_tokens_N.dtype)
 
     def select(self, index: torch.Tensor) -> "AdvantageInput":
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -49,7 +49,7 @@ def lengths_N(step: StepInput, count_eos: bool = False) -> torch.Tensor:
     ``count_eos`` the sampled ids including EOS when one was emitted (verl's response mask)."""
     r = step.rollouts
     if count_eos:
-        return torch.tensor([float(len(ids)) for ids in r.completion_ids], dtype=torch.float64)
+        return r.sampled_tokens_N.to(torch.float64)
     return r.length_tokens_N.to(torch.float64)
 
 

@@ -183,8 +183,7 @@ class DRPOAdvantage:
 
     def response_tokens(self, inp: AdvantageInput) -> torch.Tensor:
         """L_i including EOS: ``length_tokens_N + 1`` unless truncated. Shapes: (N,) -> (N,) float64."""
-        eos_N = 1.0 - (inp.truncated_N > 0).to(torch.float64)
-        return inp.length_tokens_N.to(torch.float64) + eos_N
+        return inp.sampled_tokens_N.to(torch.float64)
 
     def preference_of(self, inp: AdvantageInput) -> torch.Tensor:
         """r_pref per row (see the class docstring). Shapes: -> (N,) float64."""

@@ -43,8 +43,7 @@ def _groups(group_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def response_length(inp: AdvantageInput) -> torch.Tensor:
     """``|o_i|`` with EOS: ``length_tokens_N + 1`` where the response ended with EOS (not truncated),
     clamped to >= 1; shape (N,) float64 (ALGORITHMS.md 2.0)."""
-    eos_N = (~inp.truncated_N.bool()).to(torch.float64)
-    return (inp.length_tokens_N.to(torch.float64) + eos_N).clamp(min=1.0)
+    return inp.sampled_tokens_N.to(torch.float64).clamp(min=1.0)
 
 
 def metric_key(inp: AdvantageInput, metric: str) -> torch.Tensor:

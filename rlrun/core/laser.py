@@ -51,7 +51,7 @@ def base_score(correct_N: torch.Tensor, format_ok_N: torch.Tensor) -> torch.Tens
 
 def sampled_lengths(step: StepInput) -> torch.Tensor:
     """``len`` of each completion: sampled tokens with EOS (verl's response mask). (N,) long."""
-    return torch.tensor([len(ids) for ids in step.rollouts.completion_ids], dtype=torch.long)
+    return step.rollouts.sampled_tokens_N
 
 
 def candidate_lengths(lower: int, upper: int, interval: int) -> list[int]:

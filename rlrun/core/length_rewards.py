@@ -45,7 +45,7 @@ def _group_sum(values_N: torch.Tensor, index_N: torch.Tensor, n_groups: int) -> 
 def _lengths(rollouts: Rollouts, count_eos: bool) -> torch.Tensor:
     """Response tokens per completion (N,) float64: without EOS, or all sampled ids (EOS included)."""
     if count_eos:
-        return torch.tensor([float(len(ids)) for ids in rollouts.completion_ids], dtype=torch.float64)
+        return rollouts.sampled_tokens_N.to(torch.float64)
     return rollouts.length_tokens_N.to(torch.float64)
 
 
