@@ -81,3 +81,15 @@ def test_resume_continues_identically(tmp_path):
         for key in x:
             if not key.startswith(("time/", "throughput/")):
                 assert x[key] == pytest.approx(y[key], abs=1e-6), key
+
+
+def test_a_sweep_writes_one_run_dir_per_job(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rlrun", "-m", "seed=0,1", "debug=cpu", "eval=none",
+         f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, env=child_env(), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, seed in (("0", 0), ("1", 1)):
+        assert [m["step"] for m in metrics(tmp_path / job)] == [1, 2]
+        assert f"seed: {seed}" in (tmp_path / job / ".hydra" / "config.yaml").read_text()
