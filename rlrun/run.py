@@ -51,7 +51,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 # Components an option may add (built when its node is there, else None).
 OPTIONAL: dict[str, tuple[str, ...]] = {
-    "algo.filter": ("gather",),
+    "algo.filter": (),
     "algo.prompts": (),
     "algo.train_rows": (),
 }
@@ -254,32 +254,35 @@ def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
 def build_optional(cfg: DictConfig, curriculum: Any) -> tuple[Any, Any, Any]:
     """The algorithm's optional pieces: its filter (chained with a curriculum's prompt filter,
     LSPO), its prompt transform and its post-advantage row selection; None where absent."""
-    keep = None
-    if node_at(cfg, "algo.filter") is not None:  # a filter with history sees every rank's prompts
-        keep = build(cfg, "algo.filter", **accepted(cfg, "algo.filter", {"gather": gather_prompts}))
+    keep = build(cfg, "algo.filter") if node_at(cfg, "algo.filter") is not None else None
     extra = getattr(curriculum, "filter", None)
     if extra is not None:
         from rlrun.core.budget_curricula import ChainedFilter
 
-        extra.gather = gather_prompts  # its quantiles over every rank's prompts
         keep = extra if keep is None else ChainedFilter([keep, extra])
     prompts, train_rows = (build(cfg, path) if node_at(cfg, path) is not None else None
                            for path in ("algo.prompts", "algo.train_rows"))
     return keep, prompts, train_rows
 
 
-def wire_collectives(advantage: Any, reward: Any) -> None:
+def wire_collectives(*pieces: Any) -> None:
     """Pieces with statistics over every rank's completions (DLER, A-DLP, GRPO-lambda) or prompts
-    (HAPO) get the collectives (core cannot import dist); each calls them on every rank at every step."""
+    (HAPO, GFPO's adaptive difficulty, LSPO) get the collectives as attributes (core cannot import
+    dist); each calls them on every rank at every step. Composites and chained filters are
+    searched for their parts."""
     from rlrun import dist
 
-    for piece in (advantage, *getattr(reward, "fns", {}).values()):
-        if hasattr(piece, "reduce_sum"):
-            piece.reduce_sum = dist.all_reduce_sum
-        if hasattr(piece, "gather_objects"):
-            piece.gather_objects = dist.all_gather_object
-        if hasattr(piece, "gather_cat"):  # GRPO-lambda ranks the groups of every rank
-            piece.gather_cat, piece.rank = dist.gather_cat, dist.rank
+    hooks = {"reduce_sum": dist.all_reduce_sum, "gather_objects": dist.all_gather_object,
+             "gather": gather_prompts, "gather_cat": dist.gather_cat}
+    for piece in pieces:
+        parts = [*getattr(piece, "fns", {}).values(), *getattr(piece, "filters", [])]
+        if parts:
+            wire_collectives(*parts)
+        for name, hook in hooks.items():
+            if hasattr(piece, name):
+                setattr(piece, name, hook)
+        if hasattr(piece, "gather_cat"):  # GRPO-lambda also orders ties by rank
+            piece.rank = dist.rank
 
 
 def build_run(cfg: DictConfig, out_dir: str) -> Run:
@@ -294,7 +297,7 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     advantage = build(cfg, "algo.advantage")
     curriculum = build(cfg, "curriculum")
     keep, prompts, train_rows = build_optional(cfg, curriculum)
-    wire_collectives(advantage, reward)
+    wire_collectives(advantage, reward, keep)
     check_prompts_and_reward(prompts, reward)
     loss = build(cfg, "algo.loss")
     model = build(cfg, "model")
