@@ -308,7 +308,9 @@ class Trainer(Protocol):
 
     def update(self, rollouts: Rollouts, batch: TrainBatch, loss: Loss) -> dict[str, float]:
         """One optimizer step over ``batch`` (micro-batched, gradient accumulation), returning
-        the loss statistics averaged over ranks plus ``optim/lr`` and ``optim/grad_norm``."""
+        the loss statistics summed over micro-batches and ranks (each is already divided by the
+        mini-batch's global denominators, so the sum is the mini-batch value) plus ``optim/lr`` and
+        ``optim/grad_norm``."""
         ...
 
     def weights(self) -> dict[str, torch.Tensor]: ...

@@ -77,7 +77,7 @@ def main() -> None:
     steps = [loop.train_step(run, step) for step in range(args.steps)]
     timed = steps[1:] if len(steps) > 1 else steps
     med = lambda key: statistics.median(m.get(key, 0.0) for m in timed)  # noqa: E731
-    stages = ["rollout", "reward", "old_logprobs", "ref_logprobs", "update", "sync"]
+    stages = ["rollout", "reward", "ref_logprobs", "update", "sync"]
     problems = run.problems.batch(10_000, 8)
     result = {
         "engine": "rlrun",
