@@ -13,6 +13,7 @@ import torch
 
 from rlrun import checkpoint, dist, report
 from rlrun.core.metrics import reward_metrics, rollout_metrics
+from rlrun.monitor import run_monitors
 from rlrun.types import AdvantageInput, Rollouts, Scored, StepInput, TrainBatch, Verdicts
 
 
@@ -23,16 +24,21 @@ def timed(times: dict[str, float], stage: str):
     times[f"time/{stage}_s"] = times.get(f"time/{stage}_s", 0.0) + time.perf_counter() - start
 
 
-def evaluate(run, problems) -> dict[str, float]:
-    """Accuracy and length of one sample per held-out problem, at the curriculum's budget at the
-    start of training (the same cap the run starts with), reduced over ranks."""
+def evaluate(run, problems, step: int = 0) -> dict[str, float]:
+    """Accuracy and length of one sample per held-out problem, reduced over ranks, with the prompts
+    and budgets of the curriculum at step 0 (``eval.budget=start``: the cap the run starts with, so
+    start and end compare at the same cap) or at ``step`` (``eval.budget=current``: the budget a
+    shrinking curriculum has reached)."""
+    at = step if run.settings.eval.budget == "current" else 0
     share = problems[dist.rank():: dist.world_size()]
-    if run.prompts is not None:  # the prompts the policy is trained on (e.g. LCPO's target)
-        share = run.prompts(share, 0)
-    rollouts = run.rollout.generate(share, 1, run.curriculum.budgets(0, share))
+    if run.prompts is not None:  # the prompts the policy is trained on (LCPO's target, a stated budget)
+        share = run.prompts(share, at)
+    budgets = run.curriculum.budgets(at, share)
+    rollouts = run.rollout.generate(share, 1, budgets)
     merged = gathered_metrics(rollouts, run.verifier(rollouts))
+    cap = dist.gather_cat(torch.tensor(budgets, dtype=torch.float))
     return {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
-            "truncated_frac": merged["length/truncated_frac"]}
+            "truncated_frac": merged["length/truncated_frac"], "budget_mean_tokens": float(cap.mean())}
 
 
 def gathered_metrics(rollouts, verdicts) -> dict[str, float]:
@@ -156,6 +162,7 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
         **{k: v for piece in (run.reward, run.filter, run.curriculum) if hasattr(piece, "metrics")
            for k, v in piece.metrics().items()},
         "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
+        **stated_budget(rollouts),
         "throughput/tokens_per_s": float(rollouts.length_tokens_N.sum()) / times["time/rollout_s"],
         "rollout/rounds": float(got.rounds),
     }
@@ -168,6 +175,22 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
         **times,
     }
     metrics["time/step_s"] = sum(times.values())
+    return metrics
+
+
+def stated_budget(rollouts: Rollouts) -> dict[str, float]:
+    """``curriculum/stated_budget_mean_tokens`` when the curriculum states a budget per prompt."""
+    stated = [p.meta["budget_tokens"] for p in rollouts.problems if "budget_tokens" in p.meta]
+    return {"curriculum/stated_budget_mean_tokens": sum(stated) / len(stated)} if stated else {}
+
+
+def advance(run, step: int, monitor_cache: dict) -> dict[str, float]:
+    """One training step as ``train`` runs it: due monitor sets, the update, the curriculum's
+    observation, the log line. Returns the step's metrics."""
+    monitored = run_monitors(run, step, monitor_cache)
+    metrics = {**train_step(run, step), **monitored}
+    run.curriculum.observe(step, metrics)
+    run.log(step + 1, metrics)
     return metrics
 
 
@@ -186,16 +209,15 @@ def train(run) -> dict:
 
     def maybe_evaluate(step: int) -> None:
         if step in s.eval.at_steps:
-            result = evaluate(run, held_out)
+            result = evaluate(run, held_out, step)
             summary["start" if step == 0 else "end" if step == s.steps else f"step_{step}"] = result
             run.log(step, {f"eval/heldout/{k}": v for k, v in result.items()})
 
     if start == 0:
         maybe_evaluate(0)
+    monitor_cache: dict = {}
     for step in range(start, s.steps):
-        metrics = train_step(run, step)
-        run.curriculum.observe(step, metrics)
-        run.log(step + 1, metrics)
+        metrics = advance(run, step, monitor_cache)
         report.progress(step + 1, s.steps, metrics)
         maybe_evaluate(step + 1)
         if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:

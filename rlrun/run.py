@@ -57,13 +57,18 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
 }
 
 
+EVAL_BUDGETS = ("start", "current")
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """Held-out evaluation: ``problems`` problems after each step in ``at_steps`` (0 = before the
-    first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing."""
+    first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing. ``budget``:
+    the curriculum's prompts and cap of step 0 (``start``) or of the evaluated step (``current``)."""
 
     problems: int
     at_steps: tuple[int, ...]
+    budget: str = "start"
 
 
 @dataclass(frozen=True)
@@ -142,9 +147,10 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     for key in cfg.eval:
         if key not in ev:
             raise ConfigError(f"eval.{key} is not an eval setting{suggest(str(key), ev)}; "
-                              "valid keys of eval: problems, at_steps")
+                              "valid keys of eval: problems, at_steps, budget")
     at_steps = tuple(sorted(set(ev["at_steps"])))
-    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(ev["problems"], at_steps))
+    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(ev["problems"], at_steps,
+                                                                    ev["budget"]))
     check_ranges(settings)
     return settings
 
@@ -164,6 +170,8 @@ def check_ranges(s: Settings) -> None:
     if s.eval.at_steps and s.eval.problems < 1:
         raise ConfigError(f"eval.problems={s.eval.problems} must be >= 1 when eval.at_steps "
                           "is not empty")
+    if s.eval.budget not in EVAL_BUDGETS:
+        raise ConfigError(f"eval.budget={s.eval.budget} is not valid; choose one of {', '.join(EVAL_BUDGETS)}")
     if s.resume is not None and not os.path.isdir(s.resume):
         raise ConfigError(f"resume={s.resume} is not a directory; give a checkpoint directory "
                           "or resume=null")
@@ -244,16 +252,57 @@ def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
             prompts.check_reward(reward)
         except ValueError as exc:
             raise ConfigError(f"algo.prompts: {one_line(exc)}") from exc
-    needs = [name for name, fn in getattr(reward, "fns", {}).items()
-             if getattr(fn, "needs_target_length", False)]
+    fns = getattr(reward, "fns", {})
+    needs = [name for name, fn in fns.items() if getattr(fn, "needs_target_length", False)]
     if needs and prompts is None:
         raise ConfigError(f"reward term {needs[0]} needs a target length per prompt; use algo=lcpo "
                           "(which writes it into the prompt) or data with num_tokens")
+    needs = [name for name, fn in fns.items() if getattr(fn, "needs_stated_budget", False)]
+    if needs and not has_stated_budget(prompts):
+        raise ConfigError(f"reward term {needs[0]} needs the curriculum's budget per prompt; use a "
+                          "budget curriculum: curriculum=budget_exponential, budget_linear, "
+                          "budget_per_difficulty or thinkprune")
+
+
+def check_monitor_source(problems: Any, reward: Any) -> None:
+    """A reward term with a monitor set (LASER-D monitor=data/eval) needs a data source that gives one."""
+    from rlrun import monitor
+
+    try:
+        monitor.check_source(problems, monitor.monitored_pieces(reward))
+    except ValueError as exc:
+        raise ConfigError(one_line(exc)) from exc
+
+
+def has_stated_budget(prompts: Any) -> bool:
+    """Whether the prompt transform (chain) includes a budget schedule's ``prompts``."""
+    from rlrun.core.budget_curricula import BudgetSchedule
+
+    parts = getattr(prompts, "transforms", [prompts])
+    return any(isinstance(getattr(p, "__self__", None), BudgetSchedule) for p in parts)
+
+
+class ChainedPrompts:
+    """Prompt transforms applied in order (the algorithm's, then the curriculum's)."""
+
+    def __init__(self, transforms: list[Any]) -> None:
+        self.transforms = transforms
+
+    def __call__(self, problems: list[Any], step: int) -> list[Any]:
+        for transform in self.transforms:
+            problems = transform(problems, step)
+        return problems
+
+    def check_reward(self, reward: Any) -> None:
+        for transform in self.transforms:
+            if hasattr(transform, "check_reward"):
+                transform.check_reward(reward)
 
 
 def build_optional(cfg: DictConfig, curriculum: Any) -> tuple[Any, Any, Any]:
     """The algorithm's optional pieces: its filter (chained with a curriculum's prompt filter,
-    LSPO), its prompt transform and its post-advantage row selection; None where absent."""
+    LSPO), its prompt transform (chained with a curriculum's, which states the budget: Train Long,
+    Think Short, ThinkPrune) and its post-advantage row selection; None where absent."""
     keep = build(cfg, "algo.filter") if node_at(cfg, "algo.filter") is not None else None
     extra = getattr(curriculum, "filter", None)
     if extra is not None:
@@ -262,6 +311,9 @@ def build_optional(cfg: DictConfig, curriculum: Any) -> tuple[Any, Any, Any]:
         keep = extra if keep is None else ChainedFilter([keep, extra])
     prompts, train_rows = (build(cfg, path) if node_at(cfg, path) is not None else None
                            for path in ("algo.prompts", "algo.train_rows"))
+    stated = getattr(curriculum, "prompts", None)
+    if stated is not None:
+        prompts = stated if prompts is None else ChainedPrompts([prompts, stated])
     return keep, prompts, train_rows
 
 
@@ -299,6 +351,7 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     keep, prompts, train_rows = build_optional(cfg, curriculum)
     wire_collectives(advantage, reward, keep)
     check_prompts_and_reward(prompts, reward)
+    check_monitor_source(problems, reward)
     loss = build(cfg, "algo.loss")
     model = build(cfg, "model")
     rollout = build(cfg, "rollout", model=model)

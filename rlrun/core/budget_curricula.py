@@ -18,6 +18,7 @@ observed step.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,21 +81,53 @@ def geometric_budget(step: int, start: float, gamma: float, interval: int) -> fl
     return max(1.0, start * gamma ** (step // interval))
 
 
-class _Schedule:
-    """A curriculum whose budget is a pure function of the step (and of the prompt's difficulty).
+class BudgetSchedule:
+    """A curriculum whose budget B(t) is a pure function of the step (and of the prompt's difficulty).
+
+    The budget is the generation cap of each prompt unless ``cap_tokens`` is set: then the cap is
+    ``cap_tokens`` and B(t) is only *stated* (Train Long, Think Short writes it into the prompt and
+    peaks its triangular reward there, which needs room above it, up to 2B). Either way
+    :meth:`prompts` records ``to_tokens(B(t))`` as ``problem.meta["budget_tokens"]`` (what
+    :class:`rlrun.core.budget_rewards.TriangularLengthReward` reads) and, with ``prompt_line``, appends
+    that line with ``{budget}`` filled in to the prompt (``"Add 1+2.\\n"`` -> ``"Add 1+2. <line>\\n"``).
     ``state_dict`` = the parameters (a resume with other parameters is an error, not a silent new
     schedule) and the last observed step."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
+    def __init__(self, params: dict[str, Any], prompt_line: str | None = None,
+                 cap_tokens: int | None = None) -> None:
+        if prompt_line is not None:
+            if not isinstance(prompt_line, str) or "{budget}" not in prompt_line:
+                raise ValueError(f"prompt_line={prompt_line!r} must be a string containing {{budget}} "
+                                 "(or null for no line)")
+            try:
+                prompt_line.format(budget=1)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"prompt_line={prompt_line!r} has a placeholder other than {{budget}}: "
+                                 f"{exc}") from exc
+        if cap_tokens is not None:
+            _positive_int("cap_tokens", cap_tokens)
+        self.params = {**params, "prompt_line": prompt_line, "cap_tokens": cap_tokens}
         self.last_step: int | None = None
 
     def budget(self, step: int, problem: Problem | None = None) -> float:
         raise NotImplementedError
 
     def budgets(self, step: int, problems: list[Problem]) -> list[int]:
-        """Generation cap per prompt at ``step``: ``to_tokens(B(t))``. Shapes: (B,) -> B ints."""
-        return [to_tokens(self.budget(step, p)) for p in problems]
+        """Generation cap per prompt at ``step``: ``cap_tokens`` if set, else ``to_tokens(B(t))``.
+        Shapes: (B,) -> B ints."""
+        cap = self.params["cap_tokens"]
+        return [cap if cap is not None else to_tokens(self.budget(step, p)) for p in problems]
+
+    def prompts(self, problems: list[Problem], step: int) -> list[Problem]:
+        """The problems with the stated budget in ``meta["budget_tokens"]`` (and the prompt line);
+        the inputs are not modified."""
+        line = self.params["prompt_line"]
+        out = []
+        for problem in problems:
+            tokens = to_tokens(self.budget(step, problem))
+            prompt = problem.prompt if line is None else append_line(problem.prompt, line.format(budget=tokens))
+            out.append(dataclasses.replace(problem, prompt=prompt, meta={**problem.meta, "budget_tokens": tokens}))
+        return out
 
     def observe(self, step: int, metrics: dict[str, float]) -> None:
         """The schedule does not adapt; only the step is recorded (for the checkpoint)."""
@@ -111,7 +144,14 @@ class _Schedule:
         self.last_step = state.get("last_step")
 
 
-class ExponentialBudget(_Schedule):
+def append_line(prompt: str, line: str) -> str:
+    """``"<prompt> <line>"``, keeping the prompt's trailing whitespace (the task's ``\\n`` before the
+    response) at the end, as LCPO's instruction does."""
+    body = prompt.rstrip()
+    return f"{body} {line}{prompt[len(body):]}" if body else f"{line}{prompt}"
+
+
+class ExponentialBudget(BudgetSchedule):
     """Train Long, Think Short, exponential decay (arXiv 2508.08940 Sec. 3.4, 4.4; ALGORITHMS.md 3.4).
 
     Two parameterisations (give exactly one):
@@ -127,8 +167,10 @@ class ExponentialBudget(_Schedule):
 
     def __init__(self, max_new_tokens: int, final_tokens: int | None = None, decays: int | None = None,
                  total_steps: int | None = None, gamma: float | None = None,
-                 interval: int | None = None) -> None:
+                 interval: int | None = None, prompt_line: str | None = None,
+                 cap_tokens: int | None = None) -> None:
         _positive_int("max_new_tokens", max_new_tokens)
+        stated = {"prompt_line": prompt_line, "cap_tokens": cap_tokens}
         stepwise = (final_tokens, decays, total_steps)
         if gamma is None and interval is None:
             if any(v is None for v in stepwise):
@@ -136,7 +178,7 @@ class ExponentialBudget(_Schedule):
                                  "(or gamma and interval instead)")
             _check_stepwise(max_new_tokens, final_tokens, decays, total_steps)
             super().__init__({"shape": "exponential", "start": max_new_tokens, "final": final_tokens,
-                              "decays": decays, "total_steps": total_steps})
+                              "decays": decays, "total_steps": total_steps}, **stated)
             return
         if final_tokens is not None or decays is not None or gamma is None or interval is None:
             raise ValueError("ExponentialBudget: give gamma and interval, or final_tokens and decays "
@@ -145,7 +187,7 @@ class ExponentialBudget(_Schedule):
             raise ValueError(f"gamma must be in (0, 1), got {gamma!r}")
         _positive_int("interval", interval)
         super().__init__({"shape": "geometric", "start": max_new_tokens, "gamma": float(gamma),
-                          "interval": interval})
+                          "interval": interval}, **stated)
 
     def budget(self, step: int, problem: Problem | None = None) -> float:
         p = self.params
@@ -162,23 +204,24 @@ def _check_stepwise(start: int, final: Any, decays: Any, total_steps: Any) -> No
         raise ValueError(f"final_tokens={final} must be <= max_new_tokens={start} (the budget shrinks)")
 
 
-class LinearBudget(_Schedule):
+class LinearBudget(BudgetSchedule):
     """Train Long, Think Short, linear decay (arXiv 2508.08940 Sec. 4.6, "roughly three equal budget
     drops"; ALGORITHMS.md 3.4.3): ``B(t) = S0 - k(t) (S0 - Sf) / n`` at the step-wise schedule's drop
     times, ``S0 = max_new_tokens`` (see :func:`stepwise_budget`)."""
 
-    def __init__(self, max_new_tokens: int, final_tokens: int, decays: int, total_steps: int) -> None:
+    def __init__(self, max_new_tokens: int, final_tokens: int, decays: int, total_steps: int,
+                 prompt_line: str | None = None, cap_tokens: int | None = None) -> None:
         _positive_int("max_new_tokens", max_new_tokens)
         _check_stepwise(max_new_tokens, final_tokens, decays, total_steps)
         super().__init__({"shape": "linear", "start": max_new_tokens, "final": final_tokens,
-                          "decays": decays, "total_steps": total_steps})
+                          "decays": decays, "total_steps": total_steps}, prompt_line, cap_tokens)
 
     def budget(self, step: int, problem: Problem | None = None) -> float:
         p = self.params
         return stepwise_budget(step, p["start"], p["final"], p["decays"], p["total_steps"], "linear")
 
 
-class PerDifficultyBudget(_Schedule):
+class PerDifficultyBudget(BudgetSchedule):
     """Train Long, Think Short's step-wise schedule with a final budget per difficulty (rlrun's
     extension: the paper, ALGORITHMS.md 3.4, runs one global schedule). Every prompt starts at
     ``S0 = max_new_tokens`` and drops at the same steps ``t_k``; a prompt of difficulty ``d =
@@ -191,7 +234,8 @@ class PerDifficultyBudget(_Schedule):
     """
 
     def __init__(self, max_new_tokens: int, final_tokens: Mapping[Any, int], decays: int, total_steps: int,
-                 shape: str = "exponential", difficulty_key: str = "digits") -> None:
+                 shape: str = "exponential", difficulty_key: str = "digits", prompt_line: str | None = None,
+                 cap_tokens: int | None = None) -> None:
         _positive_int("max_new_tokens", max_new_tokens)
         if not isinstance(final_tokens, Mapping) or not final_tokens:
             raise ValueError(f"final_tokens must map difficulty -> tokens, got {final_tokens!r}")
@@ -201,7 +245,7 @@ class PerDifficultyBudget(_Schedule):
         if shape not in SHAPES:
             raise ValueError(f"unknown budget shape {shape!r}; choose one of {', '.join(SHAPES)}")
         super().__init__({"shape": shape, "start": max_new_tokens, "final": finals, "decays": decays,
-                          "total_steps": total_steps, "difficulty_key": difficulty_key})
+                          "total_steps": total_steps, "difficulty_key": difficulty_key}, prompt_line, cap_tokens)
 
     def final_for(self, problem: Problem) -> int:
         key = self.params["difficulty_key"]
@@ -221,7 +265,7 @@ class PerDifficultyBudget(_Schedule):
                                p["shape"])
 
 
-class ThinkPruneLimit(_Schedule):
+class ThinkPruneLimit(BudgetSchedule):
     """ThinkPrune's hard length limit (arXiv 2504.01296; ALGORITHMS.md 3.5): the generation cap is L
     and a response cut at L scores 0 (the reward's job: ``reward=dler_truncation``).
 
@@ -234,7 +278,8 @@ class ThinkPruneLimit(_Schedule):
     """
 
     def __init__(self, max_new_tokens: int, later_limits: Sequence[int] = (), round_steps: int | None = None,
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, prompt_line: str | None = None,
+                 cap_tokens: int | None = None) -> None:
         limits = [_positive_int("max_new_tokens", max_new_tokens)]
         limits += [_positive_int("later_limits[]", v) for v in later_limits]
         if any(b >= a for a, b in zip(limits, limits[1:])):
@@ -245,7 +290,7 @@ class ThinkPruneLimit(_Schedule):
             _positive_int("total_steps (needed without round_steps)", total_steps)
         needs_total = round_steps is None and len(limits) > 1
         super().__init__({"limits": limits, "round_steps": round_steps,
-                          "total_steps": total_steps if needs_total else None})
+                          "total_steps": total_steps if needs_total else None}, prompt_line, cap_tokens)
 
     def round_of(self, step: int) -> int:
         """0-based round index at 0-based ``step``."""
@@ -452,20 +497,3 @@ class LSPOCurriculum:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.filter.load_state_dict(state["filter"])
-
-
-def triangular_length_reward(length_N: torch.Tensor, budget_N: torch.Tensor, r_max: float = 1.0,
-                             band: bool = False) -> torch.Tensor:
-    """Train Long, Think Short's length reward (arXiv 2508.08940 Sec. 3.3; "band" Sec. 4.5), L = B(t):
-
-        R_len(l) = R_max l / L            0 <= l <= L   (band: R_max)
-                 = R_max (1 - (l - L)/L)   L < l <= 2L
-                 = 0                       l > 2L
-
-    E.g. L = 87: l = 80 -> 0.919540, 120 -> 0.620690, 87 -> 1, 200 -> 0. Shapes: (N,), (N,) -> (N,) float32.
-    """
-    length = length_N.to(torch.float64)
-    budget = budget_N.to(torch.float64)
-    rising = torch.ones_like(length) if band else length / budget
-    falling = (1.0 - (length - budget) / budget).clamp(min=0.0)
-    return (r_max * torch.where(length <= budget, rising, falling)).to(torch.float32)

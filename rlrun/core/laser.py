@@ -10,15 +10,18 @@ Length: ``len`` = sampled response tokens **including EOS** (``len(completion_id
 code's verl response mask (ALGORITHMS.md 3.0), not ``length_tokens_N`` (which drops EOS): a target
 ``L_T`` then means what it means in the paper, and a response cut at the cap has ``len = cap``.
 
-LASER-D/DE targets (:class:`LaserTargets`) come from a *monitor*: K responses per question of a
-monitor set, every ``monitor_every`` steps. The loop does not run a monitor set yet; a term with
-``monitor="batch"`` (the default) refreshes its targets from the **training batch it is scoring**
-(this rank's completions, this sampling round) at steps ``step % monitor_every == 0``, before
-shaping it. The batch is sampled by the same policy the paper's monitor would see (the monitor after
-update s runs before step s + 1), but on the training prompts and with K = G; each rank computes
-its own targets. ``monitor="eval"``/``"data"`` expect the loop to call :meth:`LaserD.observe_monitor`
-(see its docstring) and fail loudly if it has not; ``monitor="none"`` is the paper code without a
-monitor: every bucket uses ``targets.default_tokens``.
+LASER-D/DE targets (:class:`LaserTargets`) come from a *monitor*: K = ``targets.n_rollout``
+responses per question of a monitor set of ``monitor_problems`` questions, before step 0 and before
+every step with ``step % monitor_every == 0`` (the paper: after the update of every 20th step).
+``monitor`` picks the set:
+
+- ``data`` (the paper: 500 training questions): a fixed sample of the training data
+  (``data.source.monitor(n)``), run by the loop (``rlrun.monitor``), which calls
+  :meth:`LaserD.observe_monitor` with every rank's responses;
+- ``eval``: the held-out split (``data.source.held_out(n)``), run the same way;
+- ``batch``: no extra sampling; the targets come from the **training batch being scored** (this
+  rank's completions, this sampling round) at the due steps, with K = G (cheap, rank-local);
+- ``none``: the paper code without a monitor: every bucket uses ``targets.default_tokens``.
 """
 from __future__ import annotations
 
@@ -216,18 +219,22 @@ class LaserD:
 
     buckets by :func:`training_buckets`, ``L_A`` from ``targets`` (:class:`LaserTargets`) with the
     batch's longest response as fallback (rank-local here; the whole batch in verl).
-    ``monitor`` says where the coverage comes from (module docstring): ``batch`` (fallback until the
-    loop runs a monitor set), ``eval``/``data`` (the loop calls :meth:`observe_monitor` before step
-    0 and before every step with ``step % monitor_every == 0``), ``none`` (default targets).
+    ``monitor`` says where the coverage comes from (module docstring): ``data``/``eval`` (the loop
+    samples ``monitor_problems`` questions and calls :meth:`observe_monitor` before step 0 and before
+    every step with ``step % monitor_every == 0``), ``batch`` (the training batch), ``none``
+    (default targets).
     State: ``targets``. :meth:`metrics` gives the current targets and monitor statistics to log.
     """
 
-    def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "batch",
-                 monitor_every: int = 20) -> None:
+    def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "data",
+                 monitor_every: int = 20, monitor_problems: int = 500) -> None:
         if monitor not in MONITORS:
             raise ValueError(f"monitor={monitor!r}; valid: {', '.join(MONITORS)}")
         if monitor_every < 1:
             raise ValueError(f"monitor_every must be >= 1, got {monitor_every}")
+        if monitor_problems < 1:
+            raise ValueError(f"monitor_problems must be >= 1, got {monitor_problems}")
+        self.monitor_problems = monitor_problems
         self.targets = targets if targets is not None else LaserTargets()
         self.alpha, self.monitor, self.monitor_every = float(alpha), monitor, monitor_every
         self.last_targets: dict[str, int] = {}
@@ -284,9 +291,9 @@ class LaserDE(LaserD):
     pitfall 6). Same state and monitor as :class:`LaserD`.
     """
 
-    def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "batch",
-                 monitor_every: int = 20, repetition: str = "detect") -> None:
-        super().__init__(targets, alpha, monitor, monitor_every)
+    def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "data",
+                 monitor_every: int = 20, monitor_problems: int = 500, repetition: str = "detect") -> None:
+        super().__init__(targets, alpha, monitor, monitor_every, monitor_problems)
         if repetition not in REPETITION:
             raise ValueError(f"repetition={repetition!r}; valid: {', '.join(REPETITION)}")
         self.repetition = repetition

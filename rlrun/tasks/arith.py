@@ -33,7 +33,7 @@ from rlrun.types import Problem
 
 PROMPT = "Add {a}+{b}.\n"
 HELD_OUT_MODULUS = 16  # one operand pair in 16 is reserved for held_out(), never trained on
-_TRAIN_STREAM, _HELD_OUT_STREAM = 1, 2
+_TRAIN_STREAM, _HELD_OUT_STREAM, _POOL_STREAM, _MONITOR_STREAM = 1, 2, 3, 4
 
 
 def is_held_out_pair(a: int, b: int) -> bool:
@@ -50,11 +50,19 @@ class ArithProblems:
     (refills of dynamic sampling); ``rank`` takes rows ``rank*size/world_size`` up to the next rank's
     first row of that same batch. ``held_out(n)`` draws from another RNG stream and from operand
     pairs that training never uses (:func:`is_held_out_pair`).
+
+    ``pool`` = P makes questions come back (for methods with a per-question history, HAPO): training
+    draws each step's prompts without replacement from a fixed pool of P training problems (uids
+    ``...-pool-<i>``), so a question recurs about every P / prompts_per_step steps. ``monitor(n)``
+    is a fixed sample of n training problems (a monitor set, LASER-D), from its own RNG stream.
     """
 
-    def __init__(self, seed: int, digits: int = 3) -> None:
+    def __init__(self, seed: int, digits: int = 3, pool: int | None = None) -> None:
         if digits < 1:
             raise ValueError(f"data.source.digits={digits} must be >= 1")
+        if pool is not None and pool < 1:
+            raise ValueError(f"data.source.pool={pool} must be >= 1 (or null: a new question every time)")
+        self.pool = pool
         self.seed = int(seed)
         self.digits = int(digits)
         self.low = 0 if digits == 1 else 10 ** (digits - 1)
@@ -72,9 +80,15 @@ class ArithProblems:
                 f"prompts per step ({size}) must be divisible by the number of ranks ({world_size})"
             )
         key = [self.seed, _TRAIN_STREAM, step] + ([attempt] if attempt else [])
-        pairs = self._pairs(np.random.default_rng(key), size, held_out=False)
         share = size // world_size
         first = rank * share
+        if self.pool is not None:
+            if size > self.pool:
+                raise ValueError(f"prompts per step ({size}) exceed data.source.pool={self.pool}")
+            picked = np.random.default_rng(key).choice(self.pool, size, replace=False)
+            pool = self.pool_problems()
+            return [pool[int(i)] for i in picked[first: first + share]]
+        pairs = self._pairs(np.random.default_rng(key), size, held_out=False)
         tag = f"t{step}" + (f"r{attempt}" if attempt else "")
         return [
             self._problem(a, b, f"arith-d{self.digits}-s{self.seed}-{tag}-{first + i}")
@@ -88,6 +102,20 @@ class ArithProblems:
             self._problem(a, b, f"arith-d{self.digits}-s{self.seed}-heldout-{i}")
             for i, (a, b) in enumerate(pairs)
         ]
+
+    def pool_problems(self) -> list[Problem]:
+        """The fixed training pool (``pool`` problems)."""
+        if not hasattr(self, "_pool"):
+            rng = np.random.default_rng([self.seed, _POOL_STREAM])
+            self._pool = [self._problem(a, b, f"arith-d{self.digits}-s{self.seed}-pool-{i}")
+                          for i, (a, b) in enumerate(self._pairs(rng, self.pool, held_out=False))]
+        return self._pool
+
+    def monitor(self, n: int) -> list[Problem]:
+        """A fixed sample of ``n`` training problems (the same for the whole run)."""
+        rng = np.random.default_rng([self.seed, _MONITOR_STREAM])
+        return [self._problem(a, b, f"arith-d{self.digits}-s{self.seed}-monitor-{i}")
+                for i, (a, b) in enumerate(self._pairs(rng, n, held_out=False))]
 
     def _pairs(self, rng: np.random.Generator, n: int, held_out: bool) -> list[tuple[int, int]]:
         pairs: list[tuple[int, int]] = []

@@ -8,7 +8,8 @@ import torch
 from rlrun.core.budget_curricula import (ChainedFilter, ExponentialBudget, LengthAwareSampling,
                                          LinearBudget, LSPOCurriculum, PerDifficultyBudget,
                                          ThinkPruneLimit, geometric_budget, lower_quantile,
-                                         stepwise_budget, to_tokens, triangular_length_reward)
+                                         stepwise_budget, to_tokens)
+from rlrun.core.budget_rewards import triangular_length_reward
 from rlrun.core.dapo import DynamicSampling
 from rlrun.core.dler import TruncationReward
 from rlrun.core.advantages import GroupNormalized
@@ -97,7 +98,8 @@ def test_schedule_state_round_trip():
     curriculum.observe(41, {"acc/train": 0.5})
     state = curriculum.state_dict()
     assert state == {"params": {"shape": "linear", "start": 256, "final": 87, "decays": 3,
-                                "total_steps": 600}, "last_step": 41}
+                                "total_steps": 600, "prompt_line": None,
+                                "cap_tokens": None}, "last_step": 41}
     fresh = LinearBudget(256, 87, 3, 600)
     fresh.load_state_dict(state)
     assert fresh.last_step == 41 and fresh.budgets(300, problems(1)) == curriculum.budgets(300, problems(1))

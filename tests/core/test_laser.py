@@ -182,7 +182,8 @@ def test_empty_bucket_and_fallback_below_candidates():
 
 
 def test_batch_monitor_refreshes_every_k_steps_and_round_trips():
-    term = LaserD(targets=LaserTargets(lower_bound=1024, upper_bound=4096, interval=1024), monitor_every=2)
+    term = LaserD(targets=LaserTargets(lower_bound=1024, upper_bound=4096, interval=1024), monitor="batch",
+                  monitor_every=2)
     a = make_step(MON_CORRECT, [1] * 24, ids_of(MON_LEN), group_size=8, step=0)
     term(a)  # step 0 is due: the batch is its own monitor (Ex. 2's table), fallback 16384
     assert term.targets.measured_at == 0 and term.last_targets == {"high": 1024, "medium": 3072, "low": 16384}
@@ -190,7 +191,8 @@ def test_batch_monitor_refreshes_every_k_steps_and_round_trips():
     term(b)  # step 1 not due: same table, fallback 100
     assert term.targets.measured_at == 0 and term.last_targets == {"high": 100, "medium": 100, "low": 100}
     assert term.metrics()["laser/coverage_high/length_1024"] == 0.5
-    fresh = LaserD(targets=LaserTargets(lower_bound=1024, upper_bound=4096, interval=1024), monitor_every=2)
+    fresh = LaserD(targets=LaserTargets(lower_bound=1024, upper_bound=4096, interval=1024), monitor="batch",
+                  monitor_every=2)
     fresh.load_state_dict(term.state_dict())
     assert fresh.targets.coverage("medium") == term.targets.coverage("medium")
     assert fresh.targets.measured_at == 0
