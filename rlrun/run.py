@@ -254,7 +254,7 @@ def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
             raise ConfigError(f"algo.prompts: {one_line(exc)}") from exc
     fns = getattr(reward, "fns", {})
     needs = [name for name, fn in fns.items() if getattr(fn, "needs_target_length", False)]
-    if needs and prompts is None:
+    if needs and not any(getattr(p, "writes_target_length", False) for p in transforms(prompts)):
         raise ConfigError(f"reward term {needs[0]} needs a target length per prompt; use algo=lcpo "
                           "(which writes it into the prompt) or data with num_tokens")
     needs = [name for name, fn in fns.items() if getattr(fn, "needs_stated_budget", False)]
@@ -278,8 +278,12 @@ def has_stated_budget(prompts: Any) -> bool:
     """Whether the prompt transform (chain) includes a budget schedule's ``prompts``."""
     from rlrun.core.budget_curricula import BudgetSchedule
 
-    parts = getattr(prompts, "transforms", [prompts])
-    return any(isinstance(getattr(p, "__self__", None), BudgetSchedule) for p in parts)
+    return any(isinstance(getattr(p, "__self__", None), BudgetSchedule) for p in transforms(prompts))
+
+
+def transforms(prompts: Any) -> list[Any]:
+    """The prompt transforms of a chain (or the one transform, or none)."""
+    return [] if prompts is None else list(getattr(prompts, "transforms", [prompts]))
 
 
 class ChainedPrompts:
@@ -337,8 +341,10 @@ def wire_collectives(*pieces: Any) -> None:
             piece.rank = dist.rank
 
 
-def build_run(cfg: DictConfig, out_dir: str) -> Run:
-    """Validate ``cfg`` and build the run; see the module docstring for the order."""
+def build_run(cfg: DictConfig, out_dir: str, engines: tuple[Any, Any] | None = None) -> Run:
+    """Validate ``cfg`` and build the run; see the module docstring for the order. ``engines`` =
+    ``(rollout, trainer)`` already built (from the same model, rollout and trainer options) are used
+    instead of building new ones: many runs of cheap pieces in one process (the combination test)."""
     from rlrun import dist
 
     settings = validate(cfg, dist.world_size(), out_dir)
@@ -353,9 +359,11 @@ def build_run(cfg: DictConfig, out_dir: str) -> Run:
     check_prompts_and_reward(prompts, reward)
     check_monitor_source(problems, reward)
     loss = build(cfg, "algo.loss")
-    model = build(cfg, "model")
-    rollout = build(cfg, "rollout", model=model)
-    trainer = build(cfg, "trainer", model=model, total_steps=settings.steps)
+    if engines is None:
+        model = build(cfg, "model")
+        engines = (build(cfg, "rollout", model=model),
+                   build(cfg, "trainer", model=model, total_steps=settings.steps))
+    rollout, trainer = engines
     if dist.is_main():
         logger = build(cfg, "logger", **accepted(cfg, "logger", {"out_dir": out_dir, "config": config}))
     else:

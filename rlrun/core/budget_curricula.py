@@ -446,14 +446,15 @@ class LengthAwareSampling:
 class ChainedFilter:
     """Filters applied in order, each to the rows the previous ones kept (e.g. DAPO's accuracy filter,
     then LSPO's length rule on its survivors, ALGORITHMS.md 3.6.1). ``max_rounds`` is the largest of
-    theirs; ``when_short`` is ``error`` if any filter says so."""
+    theirs; ``when_short`` is ``error`` if any refilling filter (``max_rounds`` > 1) says so (a filter
+    that never refills, GFPO's, has no say)."""
 
     def __init__(self, filters: Sequence[Any]) -> None:
         if not filters:
             raise ValueError("ChainedFilter needs at least one filter")
         self.filters = list(filters)
         self.max_rounds = max(getattr(f, "max_rounds", 1) for f in self.filters)
-        shorts = [getattr(f, "when_short", "error") for f in self.filters]
+        shorts = [getattr(f, "when_short", "error") for f in self.filters if getattr(f, "max_rounds", 1) > 1]
         self.when_short = "error" if "error" in shorts else "train"
 
     def __call__(self, inp: AdvantageInput) -> torch.Tensor:

@@ -111,6 +111,8 @@ class LengthInstruction:
     ``prompt`` and ``target_tokens``/``target_mode`` in ``meta``; the inputs are not modified.
     """
 
+    writes_target_length = True  # what a reward term with needs_target_length checks for at start
+
     def __init__(self, seed: int, min_tokens: int = 100, max_tokens: int = 4000,
                  max_fraction: float = 0.0) -> None:
         for name, value in (("seed", seed), ("min_tokens", min_tokens), ("max_tokens", max_tokens)):

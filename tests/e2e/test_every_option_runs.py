@@ -1,4 +1,4 @@
-"""Every algorithm, every engine option (model, rollout, trainer, logger) and every experiment preset
+"""Every engine option (model, rollout, trainer, logger) and every experiment preset
 runs 2 steps
 under ``debug=cpu``, in process (DESIGN.md section 6, rule 6). Options are found by scanning conf/,
 so a new yaml file is run without touching this file; the cheap groups are instantiated by
@@ -19,7 +19,7 @@ SLOW = {("trainer", "zero3_offload")}  # first use compiles DeepSpeed's CPU Adam
 
 
 def options():
-    for group in ("algo", "model", "rollout", "trainer", "logger", "experiment"):
+    for group in ("model", "rollout", "trainer", "logger", "experiment"):  # algo: test_combinations.py
         for path in sorted((CONF / group).glob("*.yaml")):
             marks = [pytest.mark.slow] if (group, path.stem) in SLOW else []
             yield pytest.param(group, path.stem, marks=marks, id=f"{group}={path.stem}")

@@ -124,3 +124,26 @@ def test_trace_mix_lengths_and_correctness():
 def test_trace_mix_rejects_too_many_short_answers():
     with pytest.raises(ValueError, match="short_frac"):
         TraceMix(short_frac=0.1)
+
+
+def test_pool_makes_questions_come_back():
+    source = ArithProblems(seed=0, pool=6)
+    pool_uids = {p.uid for p in source.pool_problems()}
+    assert len(pool_uids) == 6
+    seen = [p.uid for step in range(6) for p in source.batch(step, 4)]
+    assert set(seen) <= pool_uids and len(set(seen)) < len(seen)  # repeats across steps
+    assert all(len({p.uid for p in source.batch(s, 4)}) == 4 for s in range(6))  # none within a step
+    assert [p.uid for p in source.batch(3, 4, rank=1, world_size=2)] == [p.uid for p in source.batch(3, 4)][2:]
+    assert [p.prompt for p in ArithProblems(seed=0, pool=6).batch(2, 4)] == [p.prompt for p in source.batch(2, 4)]
+    with pytest.raises(ValueError, match="exceed data.source.pool=6"):
+        source.batch(0, 8)
+    with pytest.raises(ValueError, match="data.source.pool=0 must be >= 1"):
+        ArithProblems(seed=0, pool=0)
+
+
+def test_monitor_set_is_fixed_training_problems():
+    source = ArithProblems(seed=0)
+    first, again = source.monitor(5), source.monitor(5)
+    assert [p.prompt for p in first] == [p.prompt for p in again]
+    assert [p.uid for p in first] == [f"arith-d3-s0-monitor-{i}" for i in range(5)]
+    assert not any(is_held_out_pair(p.meta["a"], p.meta["b"]) for p in first)

@@ -34,7 +34,11 @@ class HFRollout:
     log-probs only when sampling at temperature 1 with top_p 1.
     """
 
-    def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0) -> None:
+    def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0,
+                 max_new_tokens: int | None = None) -> None:
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ValueError(f"rollout.max_new_tokens={max_new_tokens} must be >= 1 (or null: no limit)")
+        self.max_new_tokens = max_new_tokens
         if temperature < 0:
             raise ValueError(f"rollout.temperature={temperature} must be >= 0")
         if not 0.0 < top_p <= 1.0:
@@ -60,6 +64,8 @@ class HFRollout:
         prompt_ids = self.encode_prompts(problems)
         rows = [ids for ids in prompt_ids for _ in range(group_size)]
         budget_N = torch.tensor([b for b in budgets for _ in range(group_size)], dtype=torch.long)
+        if self.max_new_tokens is not None:  # the engine's own limit caps every budget
+            budget_N = budget_N.clamp(max=self.max_new_tokens)
         tokens_NT, logp_NT, steps_N = self._sample(rows, budget_N)
         eos = self.tokenizer.eos_token_id
         completion_ids, texts, lengths, truncated = [], [], [], []
