@@ -19,6 +19,7 @@ COMPANIONS = {
     "reward=l1_exact": ["algo=lcpo"],
     "reward=l1_max": ["algo=lcpo", "algo.prompts.max_fraction=0.5"],
     "reward=overlong_soft": ["reward.terms.overlong_soft.fn.cache_tokens=64"],  # L_cache < the cap
+    "reward=triangular": ["curriculum=budget_exponential"],
 }
 OPTIONS = [f"{group}={p.stem}" for group in ("algo", "reward", "curriculum")
            for p in sorted((CONF / group).glob("*.yaml"))]
