@@ -57,12 +57,14 @@ def sampled_lengths(step: StepInput) -> torch.Tensor:
     return step.rollouts.sampled_tokens_N
 
 
-def candidate_lengths(lower: int, upper: int, interval: int) -> list[int]:
+def candidate_lengths(lower: int, upper: int, interval: int, grid_start: int = 1024) -> list[int]:
     """The code's ``get_length_threshold`` (ALGORITHMS.md 3.2.3): ``[lower] + range(1024, upper +
     interval, interval)`` if ``lower < 1024`` else ``range(lower, upper + interval, interval)``.
-    May exceed ``upper`` (pitfall 10): (1000, 2500, 1024) -> [1000, 1024, 2048, 3072]."""
-    if lower < 1024:
-        return [lower] + list(range(1024, upper + interval, interval))
+    May exceed ``upper`` (pitfall 10): (1000, 2500, 1024) -> [1000, 1024, 2048, 3072].
+    ``grid_start`` is the code's constant 1024 (rlrun makes it a knob so that a task with ~100-token
+    answers gets a grid: (96, 160, 16, grid_start=96) -> [96, 112, 128, 144, 160])."""
+    if lower < grid_start:
+        return [lower] + list(range(grid_start, upper + interval, interval))
     return list(range(lower, upper + interval, interval))
 
 
@@ -117,6 +119,7 @@ class LaserTargets:
     expected_n_correct: float = 1
     n_rollout: int = 8
     default_tokens: int = 8192
+    grid_start: int = 1024  # the code's constant (see candidate_lengths)
     candidates: list[int] = field(init=False)
     within: dict[str, list[int]] | None = field(init=False, default=None)
     totals: dict[str, int] = field(init=False, default_factory=dict)
@@ -128,7 +131,7 @@ class LaserTargets:
             raise ValueError(f"round_method={self.round_method!r}; valid: {', '.join(ROUND_METHODS)}")
         if not (1 <= self.lower_bound and 1 <= self.interval and self.n_rollout >= 1 and self.default_tokens >= 1):
             raise ValueError("lower_bound, interval, n_rollout and default_tokens must be >= 1")
-        self.candidates = candidate_lengths(self.lower_bound, self.upper_bound, self.interval)
+        self.candidates = candidate_lengths(self.lower_bound, self.upper_bound, self.interval, self.grid_start)
 
     def update(self, correct_N: torch.Tensor, length_N: torch.Tensor, group_N: torch.Tensor, step: int) -> None:
         """Replace the coverage table with the monitor's K responses per question: ``correct_N``

@@ -179,6 +179,8 @@ def test_empty_bucket_and_fallback_below_candidates():
     assert t.targets(9000) == {"low": 9000, "medium": 9000, "high": 1024}
     assert t.targets(800) == {"low": 800, "medium": 800, "high": 800}
     assert candidate_lengths(1000, 2500, 1024) == [1000, 1024, 2048, 3072]
+    assert candidate_lengths(96, 160, 16, grid_start=96) == [96, 112, 128, 144, 160]
+    assert candidate_lengths(16, 256, 16) == [16]  # the code's grid starts at 1024: nothing below it
 
 
 def test_batch_monitor_refreshes_every_k_steps_and_round_trips():

@@ -72,3 +72,13 @@ def test_budget_stated_in_the_prompt_and_rewarded_by_the_triangular_term(tmp_pat
     assert [line["curriculum/stated_budget_mean_tokens"] for line in lines] == [256.0, 125.0]  # k(1) = 1*4 // 2 = 2 drops
     assert [line["curriculum/budget_mean_tokens"] for line in lines] == [300.0, 300.0]
     assert all(0.0 <= line["reward/triangular"] <= 1.0 for line in lines)
+
+
+def test_hapo_history_is_reused_with_a_question_pool(tmp_path):
+    dist.init()
+    # 2 prompts per step from a pool of 3: by step 4 some question has come back, and the history
+    # holds at most the 3 pooled questions (without a pool it would grow by 2 every step)
+    cfg = compose(["reward=hapo", *DEBUG, "steps=4", "data.source.pool=3"])
+    loop.train(build_run(cfg, str(tmp_path)))
+    sizes = [line["reward/hapo/history_size"] for line in lines_of(tmp_path)]
+    assert max(sizes) <= 3 and sizes[-1] >= 2
