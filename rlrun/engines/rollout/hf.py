@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from rlrun.engines.rollout import lean
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
 from rlrun.types import Problem, Rollouts
+
+DECODES = ("auto", "lean", "hf")  # auto: lean where the model is supported, else the plain HF forward
 
 
 def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -35,7 +38,9 @@ class HFRollout:
     """
 
     def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0,
-                 max_new_tokens: int | None = None) -> None:
+                 max_new_tokens: int | None = None, decode: str = "auto") -> None:
+        if decode not in DECODES:
+            raise ValueError(f"rollout.decode={decode!r}; valid: {', '.join(DECODES)}")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens={max_new_tokens} must be >= 1 (or null: no limit)")
         self.max_new_tokens = max_new_tokens
@@ -50,6 +55,10 @@ class HFRollout:
         self.model.requires_grad_(False)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
+        reason = lean.supports(self.model)
+        if decode == "lean" and reason is not None:
+            raise ValueError(f"rollout.decode=lean: {reason}; use rollout.decode=hf")
+        self.lean = lean.LeanDecoder(self.model) if decode != "hf" and reason is None else None
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict)
@@ -133,6 +142,9 @@ class HFRollout:
             return tokens_NT, logp_NT, steps_N
         logits, cache, attention = self._prefill(rows)
         positions = attention.sum(-1)
+        if self.lean is not None:
+            self.lean.start(cache, attention, max_budget)
+            cache = None
         active = torch.arange(n_rows)
         budget_active = budget_N.clone()
         eos = self.tokenizer.eos_token_id
@@ -149,8 +161,15 @@ class HFRollout:
                 keep = (~done).nonzero().squeeze(1)
                 active, budget_active, token = active[keep], budget_active[keep], token[keep]
                 keep_dev = keep.to(self.device)
-                cache.batch_select_indices(keep_dev)
+                if self.lean is not None:
+                    self.lean.keep(keep_dev)
+                else:
+                    cache.batch_select_indices(keep_dev)
                 attention, positions = attention[keep_dev], positions[keep_dev]
+            if self.lean is not None:
+                logits = self.lean.step(token.to(self.device), positions)
+                positions = positions + 1
+                continue
             ones = torch.ones((len(active), 1), dtype=attention.dtype, device=self.device)
             attention = torch.cat([attention, ones], dim=1)
             out = self.model(
