@@ -42,15 +42,18 @@ test-gpu: $(STAMP)
 tiny-model: $(STAMP)
 	$(BIN)/python -m rlrun.tasks.tiny_model build
 
-## bench: seconds per step by stage and rollout tokens/s on the demo settings, as JSON
-## (with the ratio to TRL when `make bench-trl` has written outputs/bench/trl.json)
+## bench: seconds per step by stage, rollout tokens/s and positions/s, peak RSS, for both model sizes
+## with and without KL, as one JSON (with the ratio to TRL from `make bench-trl`'s outputs/bench/trl_*.json)
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py --trl outputs/bench/trl.json --out outputs/bench/rlrun.json
+	$(BIN)/python scripts/bench.py --all --trl-dir outputs/bench --out outputs/bench/rlrun.json
 
 ## bench-trl: the same work with Hugging Face TRL's GRPOTrainer, in its own venv
 bench-trl: $(STAMP)
 	bash scripts/bench_trl_setup.sh
-	.venv-trl/bin/python scripts/bench_trl.py --out outputs/bench/trl.json
+	.venv-trl/bin/python scripts/bench_trl.py --out outputs/bench/trl_h128_l2.json
+	.venv-trl/bin/python scripts/bench_trl.py --kl --out outputs/bench/trl_h128_l2_kl.json
+	.venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4 --out outputs/bench/trl_h256_l4.json
+	.venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4 --kl --out outputs/bench/trl_h256_l4_kl.json
 
 clean:
 	rm -rf build dist *.egg-info outputs multirun

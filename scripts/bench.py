@@ -3,10 +3,14 @@ one JSON object (stdout, and ``--out``). With ``--trl FILE`` (written by ``make 
 JSON also holds the ratio of rlrun's seconds/step to TRL's on the same work.
 
 Settings match scripts/bench_trl.py: 8 prompts x 8 completions, at most 96 new tokens, temperature
-1.0, no reference model, the embedded tiny model, one optimizer step per batch. The median of steps
-2..N is reported (step 1 pays one-off warm-up costs).
+1.0, no reference model (``--kl``: k3 KL with beta 0.04), one optimizer step per batch, the
+embedded tiny model (hidden 128, 2 layers, warm-started) or ``--hidden 256 --layers 4`` (2.4M
+parameters, the same random initialisation as bench_trl.py's). The median of steps 2..N is
+reported (step 1 pays one-off warm-up costs).
 
-    python scripts/bench.py --steps 11 [--kl] [--trl outputs/bench/trl.json] [--out FILE]
+    python scripts/bench.py --steps 11 [--kl] [--hidden 256 --layers 4] [--trl FILE] [--out FILE]
+    python scripts/bench.py --all --trl-dir outputs/bench --out outputs/bench/rlrun.json
+        # both sizes, with and without KL; ratios to the trl_<config>.json files of `make bench-trl`
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,6 +34,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kl", action="store_true", help="with a reference model (k3 KL, beta 0.04)")
     p.add_argument("--trl", help="JSON written by scripts/bench_trl.py, for the speed ratio")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--all", action="store_true", help="both model sizes, with and without KL")
+    p.add_argument("--trl-dir", help="directory of trl_<config>.json files (with --all)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model=tiny")
     return p.parse_args()
 
@@ -54,52 +63,116 @@ def plain_generate_tokens_per_s(run, problems, group_size: int, max_new_tokens: 
     return useful / seconds
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(int(os.environ.get("RLRUN_THREADS", "2")))
+CONFIGS = [(128, 2, False), (128, 2, True), (256, 4, False), (256, 4, True)]
+
+
+def config_name(hidden: int, layers: int, kl: bool) -> str:
+    """The file stem shared with bench_trl.py's outputs: ``h128_l2`` / ``h128_l2_kl``."""
+    return f"h{hidden}_l{layers}" + ("_kl" if kl else "")
+
+
+def model_overrides(hidden: int, layers: int) -> list[str]:
+    """The warm-started tiny model at its own size, else bench_trl.py's random init of that size."""
+    if (hidden, layers) == (128, 2):
+        return []
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_trl
+
+    workdir = Path(tempfile.mkdtemp(prefix="rlrun-bench-model-"))
+    args = argparse.Namespace(hidden=hidden, layers=layers, seed=0, model_path=None, tokenizer_path=None,
+                              weights="random")
+    spec, _, _ = bench_trl.resolve_model(args, workdir)
+    return [f"model.path={spec.path}", f"model.tokenizer_path={spec.tokenizer_path}"]
+
+
+class Recorder:
+    """Wraps the rollout engine's ``generate`` to count what it computed: prompt positions (prefill)
+    and sampled positions (every row until its EOS or budget; finished rows leave the batch)."""
+
+    def __init__(self, rollout) -> None:
+        self.generate, self.positions = rollout.generate, []
+        rollout.generate = self
+
+    def __call__(self, problems, group_size, budgets):
+        out = self.generate(problems, group_size, budgets)
+        prompt = sum(len(p) for p in out.prompt_ids) * group_size
+        self.positions.append(prompt + int(out.sampled_tokens_N.sum()))
+        return out
+
+
+def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str]) -> dict:
     from hydra import compose, initialize_config_module
 
     from rlrun import dist, loop
     from rlrun.run import build_run
 
     overrides = [
-        f"steps={args.steps}", "prompts_per_step=8", "group_size=8", "curriculum.max_new_tokens=96",
+        f"steps={steps}", "prompts_per_step=8", "group_size=8", "curriculum.max_new_tokens=96",
         "rollout.temperature=1.0", "rollout.top_p=1.0", "logger=jsonl", "eval=none",
-        f"checkpoint_every={args.steps + 1}", f"algo.loss.kl_coef={0.04 if args.kl else 0.0}",
-        *args.overrides,
+        f"checkpoint_every={steps + 1}", f"algo.loss.kl_coef={0.04 if kl else 0.0}",
+        *model_overrides(hidden, layers), *extra,
     ]
     with initialize_config_module(config_module="rlrun.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     dist.init()
     out_dir = tempfile.mkdtemp(prefix="rlrun-bench-")
     run = build_run(cfg, out_dir)
+    recorder = Recorder(run.rollout)
     torch.manual_seed(0)
-    steps = [loop.train_step(run, step) for step in range(args.steps)]
-    timed = steps[1:] if len(steps) > 1 else steps
+    per_step = [loop.train_step(run, step) for step in range(steps)]
+    run.logger.close({})
+    timed = per_step[1:] if len(per_step) > 1 else per_step
     med = lambda key: statistics.median(m.get(key, 0.0) for m in timed)  # noqa: E731
+    positions = recorder.positions[1:] if len(recorder.positions) > 1 else recorder.positions
     stages = ["rollout", "reward", "ref_logprobs", "update", "sync"]
     problems = run.problems.batch(10_000, 8)
     result = {
+        "config": config_name(hidden, layers, kl),
+        "settings": {"prompts": 8, "group_size": 8, "max_new_tokens": 96, "temperature": 1.0,
+                     "kl": kl, "steps": steps, "hidden": hidden, "layers": layers, "overrides": extra},
+        "model_params": sum(p.numel() for p in run.rollout.model.parameters()),
+        "s_per_step_median": med("time/step_s"),
+        "s_per_step_all": [round(m["time/step_s"], 4) for m in per_step],
+        "stage_s_median": {s: med(f"time/{s}_s") for s in stages},
+        "rollout_tokens_per_s": med("throughput/tokens_per_s"),
+        "rollout_positions_per_s": statistics.median(
+            p / m["time/rollout_s"] for p, m in zip(positions, timed)),
+        "plain_generate_tokens_per_s": plain_generate_tokens_per_s(run, problems, 8, 96),
+        "mean_completion_tokens": med("length/mean_tokens"),
+    }
+    result["rollout_vs_plain_generate"] = result["rollout_tokens_per_s"] / result["plain_generate_tokens_per_s"]
+    return result
+
+
+def with_ratio(result: dict, trl_file: str | None) -> dict:
+    if trl_file and os.path.exists(trl_file):
+        trl = json.load(open(trl_file))
+        result["trl_s_per_step_median"] = trl["s_per_step_median"]
+        result["ratio_to_trl"] = result["s_per_step_median"] / trl["s_per_step_median"]
+    return result
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(int(os.environ.get("RLRUN_THREADS", "2")))
+    header = {
         "engine": "rlrun",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
         "torch_version": torch.__version__,
-        "settings": {"prompts": 8, "group_size": 8, "max_new_tokens": 96, "temperature": 1.0,
-                     "kl": args.kl, "steps": args.steps, "overrides": args.overrides},
-        "model_params": sum(p.numel() for p in run.rollout.model.parameters()),
-        "s_per_step_median": med("time/step_s"),
-        "s_per_step_all": [round(m["time/step_s"], 4) for m in steps],
-        "stage_s_median": {s: med(f"time/{s}_s") for s in stages},
-        "rollout_tokens_per_s": med("throughput/tokens_per_s"),
-        "plain_generate_tokens_per_s": plain_generate_tokens_per_s(run, problems, 8, 96),
-        "mean_completion_tokens": med("length/mean_tokens"),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    result["rollout_vs_plain_generate"] = result["rollout_tokens_per_s"] / result["plain_generate_tokens_per_s"]
-    if args.trl and os.path.exists(args.trl):
-        trl = json.load(open(args.trl))
-        result["trl_s_per_step_median"] = trl["s_per_step_median"]
-        result["ratio_to_trl"] = result["s_per_step_median"] / trl["s_per_step_median"]
+    if args.all:
+        results = []
+        for hidden, layers, kl in CONFIGS:
+            trl = os.path.join(args.trl_dir, f"trl_{config_name(hidden, layers, kl)}.json") if args.trl_dir else None
+            results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides), trl))
+            print(json.dumps({k: results[-1].get(k) for k in ("config", "s_per_step_median", "ratio_to_trl")}),
+                  flush=True)
+        result = {**header, "configs": results}
+    else:
+        result = {**header, **with_ratio(bench_one(args.hidden, args.layers, args.kl, args.steps,
+                                                   args.overrides), args.trl)}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
