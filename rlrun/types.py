@@ -270,8 +270,11 @@ class Filter(Protocol):
 
 
 class Loss(Protocol):
-    """``needs_reference`` tells the trainer whether to compute ``ref_logp_NT``. Returns the scalar to minimise for one micro-batch and detached per-batch statistics
-    (``loss/policy``, ``loss/kl``, ``ppo/clip_frac``) already scaled like the loss."""
+    """``needs_reference`` tells the trainer whether to compute ``ref_logp_NT``. Returns the scalar to
+    minimise for one micro-batch and detached per-batch statistics (``loss/policy``, ``loss/kl``,
+    ``ppo/clip_frac``) already scaled like the loss. Optional ``zero_advantage_is_zero_loss = True``
+    promises that a row with advantage 0 adds exactly 0 to the loss and its statistics: the trainer
+    then skips its forward and backward."""
 
     needs_reference: bool
 

@@ -173,6 +173,8 @@ class ClippedSurrogate:
         self.aggregation = aggregation
         self.norm_constant = None if norm_constant is None else float(norm_constant)
         self.needs_reference = self.kl_coef > 0.0
+        # A = 0 makes every surrogate term 0 (min(r·0, clip(r)·0)); only the KL term reads such rows.
+        self.zero_advantage_is_zero_loss = not self.needs_reference
 
     def _reduce(self, values_NT: torch.Tensor, mask_NT: torch.Tensor, norm: LossNorm) -> torch.Tensor:
         return aggregate(values_NT, mask_NT, self.aggregation, norm, self.norm_constant)

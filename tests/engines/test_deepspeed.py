@@ -174,3 +174,40 @@ def test_weights_is_the_full_state_dict_with_tied_embeddings(tmp_path, stage):
     tied = build_tiny(str(tmp_path), tie_word_embeddings=True)
     want = load_model(tied).state_dict()
     assert_state_close(trainer(tied, stage).weights(), want, atol=0.0)
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_skipping_zero_advantage_rows_leaves_the_step_unchanged(spec, stage):
+    # Without KL a row with advantage 0 adds exactly 0 to the clipped surrogate: the trainer skips
+    # its forward and backward (fewer micro-batches) and must still take the same optimizer step.
+    ro = rollouts()
+    loss = ClippedSurrogate(kl_coef=0.0)
+    assert loss.zero_advantage_is_zero_loss and not ClippedSurrogate(kl_coef=0.1).zero_advantage_is_zero_loss
+    results = {}
+    for skip in (False, True):
+        t = trainer(spec, stage, skip_zero_advantage=skip)
+        batch = make_batch(ro, t.logprobs(ro), None, seed=2)
+        batch.advantages_N[[0, 2]] = 0.0  # two of the five non-empty rows
+        results[skip] = (t.update(ro, batch, loss), t.weights())
+    (want, want_w), (got, got_w) = results[False], results[True]
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    assert_state_close(got_w, want_w, atol=1e-6)
+
+
+def test_a_step_with_every_advantage_zero_still_steps_the_optimizer(spec):
+    # All rows skipped: one empty micro-batch still gives every parameter a zero gradient, so AdamW
+    # applies weight decay (and momentum) as it does after a full zero-gradient backward.
+    ro = rollouts()
+    before = trainer(spec, 0).weights()
+    results = []
+    for skip in (False, True):
+        t = trainer(spec, 0, skip_zero_advantage=skip)
+        batch = make_batch(ro, t.logprobs(ro), None, seed=2)
+        batch.advantages_N.zero_()
+        t.update(ro, batch, ClippedSurrogate())
+        results.append(t.weights())
+    assert_state_close(results[1], results[0], atol=0.0)
+    changed = [k for k in before if not torch.equal(before[k], results[1][k])]
+    assert changed  # weight decay 0.1 moved the matrices

@@ -157,7 +157,11 @@ def _columns(batch: TrainBatch, index: torch.Tensor, width: int, device: torch.d
 class DeepSpeedTrainer:
     """The policy under DeepSpeed (see the module docstring). ``zero_stage`` 0, 2 or 3;
     ``micro_batch_size`` rows per forward; ``total_steps`` sizes the cosine schedule;
-    ``deepspeed_config`` is merged over the config built here (e.g. ZeRO offload, bucket sizes)."""
+    ``deepspeed_config`` is merged over the config built here (e.g. ZeRO offload, bucket sizes).
+    ``skip_zero_advantage``: when the loss says a row with advantage 0 contributes exactly 0 to it
+    (``loss.zero_advantage_is_zero_loss``: the clipped surrogate without KL), such rows get no
+    forward or backward; the loss denominators still count them, so the gradient is the same (the
+    groups a correctness reward gives all-equal rewards cost nothing to train on)."""
 
     def __init__(
         self,
@@ -167,6 +171,7 @@ class DeepSpeedTrainer:
         micro_batch_size: int = 8,
         optim: OptimSettings | Mapping[str, Any] | None = None,
         deepspeed_config: Mapping[str, Any] | None = None,
+        skip_zero_advantage: bool = True,
     ) -> None:
         if zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
@@ -184,6 +189,7 @@ class DeepSpeedTrainer:
         self.total_steps = int(total_steps)
         self.zero_stage = int(zero_stage)
         self.micro_batch_size = int(micro_batch_size)
+        self.skip_zero_advantage = bool(skip_zero_advantage)
         self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**_plain(optim or {}))
         self.config = _merge(self._base_config(), _plain(deepspeed_config or {}))
         self.tokenizer = load_tokenizer(model)
@@ -262,13 +268,15 @@ class DeepSpeedTrainer:
         picked = logits.gather(-1, target.to(device).unsqueeze(-1)).squeeze(-1)
         return (picked - logits.logsumexp(-1)) * mask.to(device)
 
-    def _plan(self, rollouts: Rollouts) -> list[torch.Tensor]:
-        """Micro-batches of this rank's rows, as many on every rank."""
-        prompt_of = [rollouts.prompt_ids[g] for g in rollouts.group_N.tolist()]
-        lengths = [len(p) + len(c) for p, c in zip(prompt_of, rollouts.completion_ids)]
-        count = -(-len(lengths) // self.micro_batch_size)
+    def _plan(self, rollouts: Rollouts, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Micro-batches of this rank's rows (or of ``rows`` only), as many on every rank and at
+        least one (an empty one still makes every gradient a zero tensor, as the optimizer needs)."""
+        index = torch.arange(len(rollouts)) if rows is None else rows
+        prompt_of = [rollouts.prompt_ids[g] for g in rollouts.group_N[index].tolist()]
+        lengths = [len(p) + len(rollouts.completion_ids[int(i)]) for p, i in zip(prompt_of, index)]
+        count = max(1, -(-len(lengths) // self.micro_batch_size))
         count = int(dist.all_reduce_max(torch.tensor([count])).item())
-        return micro_batches(lengths, self.micro_batch_size, count)
+        return [index[chunk] for chunk in micro_batches(lengths, self.micro_batch_size, count)]
 
     def _rows(self, rollouts: Rollouts, index: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
         if len(index) == 0:  # an empty micro-batch: one pad token each, its loss multiplied by 0
@@ -308,7 +316,10 @@ class DeepSpeedTrainer:
         device, scale = dist.device(), float(dist.world_size())
         sums: dict[str, torch.Tensor] = {}
         lr = float(self.engine.get_lr()[0])
-        plan = self._plan(rollouts)
+        rows = None
+        if self.skip_zero_advantage and getattr(loss, "zero_advantage_is_zero_loss", False):
+            rows = (batch.advantages_N != 0).nonzero().squeeze(1)
+        plan = self._plan(rollouts, rows)
         for step, index in enumerate(plan):
             # Gradients add up over the micro-batches; the last one is the reduction boundary.
             self.engine.set_gradient_accumulation_boundary(step == len(plan) - 1)
