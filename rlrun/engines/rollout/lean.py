@@ -40,6 +40,17 @@ def supports(model) -> str | None:
     return None
 
 
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+           scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale, masked) v as three small batched ops: for one query position per row
+    this beats the fused CPU kernel, whose per-call setup dominates at these sizes (measured: 243 us
+    vs ~30 us per layer and step for 64 rows on the tiny model). Softmax in float32 as in HF's eager
+    attention. Shapes: q (N, kv, g, d), keys/values (N, kv, t, d), mask (N, 1, 1, t) bool."""
+    scores = torch.matmul(q, keys.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1, dtype=torch.float32).to(q.dtype), values)
+
+
 class LeanDecoder:
     """One-token decode steps for a batch of rows with a preallocated cache.
 
@@ -129,7 +140,7 @@ class LeanDecoder:
             keys, values = self.keys[i][:, :, : t + 1], self.values[i][:, :, : t + 1]
             if group > 1:  # the query heads of one key/value head as its "query positions"
                 q = q.reshape(rows, self.kv_heads, group, self.head_dim)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
+            out = attend(q, keys, values, mask, self.scale)
             out = out.reshape(rows, -1, 1, self.head_dim).transpose(1, 2).reshape(rows, 1, -1)
             x = x + F.linear(out, attn.o_proj.weight, attn.o_proj.bias)
             h = self.rms_norm(layer.post_attention_layernorm, x)
