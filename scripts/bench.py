@@ -82,7 +82,8 @@ def model_overrides(hidden: int, layers: int) -> list[str]:
     args = argparse.Namespace(hidden=hidden, layers=layers, seed=0, model_path=None, tokenizer_path=None,
                               weights="random")
     spec, _, _ = bench_trl.resolve_model(args, workdir)
-    return [f"model.path={spec.path}", f"model.tokenizer_path={spec.tokenizer_path}"]
+    return ["model._target_=rlrun.engines.model.ModelSpec", f"+model.path={spec.path}",
+            f"+model.tokenizer_path={spec.tokenizer_path}"]
 
 
 class Recorder:
