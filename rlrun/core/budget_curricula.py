@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from rlrun.core.dapo import WHEN_SHORT, varied_groups
+from rlrun.core.prompt_text import append_line
 from rlrun.types import AdvantageInput, Problem
 
 SHAPES = ("exponential", "linear")
@@ -142,13 +143,6 @@ class BudgetSchedule:
             raise ValueError(f"{type(self).__name__}: the checkpoint's schedule {saved} differs from the "
                              f"configured one {self.params}; resume with the same curriculum settings")
         self.last_step = state.get("last_step")
-
-
-def append_line(prompt: str, line: str) -> str:
-    """``"<prompt> <line>"``, keeping the prompt's trailing whitespace (the task's ``\\n`` before the
-    response) at the end, as LCPO's instruction does."""
-    body = prompt.rstrip()
-    return f"{body} {line}{prompt[len(body):]}" if body else f"{line}{prompt}"
 
 
 class ExponentialBudget(BudgetSchedule):

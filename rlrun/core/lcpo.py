@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from rlrun.core.prompt_text import append_line
 from rlrun.types import Problem, StepInput
 
 EXACT, MAX, NONE = "exact", "max", "none"
@@ -82,10 +83,7 @@ def with_instruction(prompt: str, tokens: int, mode: str) -> str:
     """``"<question> <length instruction>"`` (paper Sec. 3: the instruction follows the question,
     separated by a space). Trailing whitespace of the prompt (the task's ``\\n`` before the
     response) stays at the end: ``"Add 1+2.\\n"`` -> ``"Add 1+2. Think for 150 tokens.\\n"``."""
-    body = prompt.rstrip()
-    tail = prompt[len(body):]
-    text = instruction(tokens, mode)
-    return f"{body} {text}{tail}" if body else f"{text}{tail}"
+    return append_line(prompt, instruction(tokens, mode))
 
 
 class LengthInstruction:

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from rlrun.core.budget_curricula import ExponentialBudget, ThinkPruneLimit, append_line
+from rlrun.core.budget_curricula import ExponentialBudget, ThinkPruneLimit
+from rlrun.core.prompt_text import append_line
 from rlrun.core.budget_rewards import TriangularLengthReward
 from rlrun.types import Problem
 from tests.conftest import step_input

@@ -11,7 +11,7 @@ advantage, loss, filter, prompt transform, curriculum) from the composed config.
   weights as they are, so no cell depends on the ones before it). Every completion is cut, so
   correctness is 0 everywhere: this pass proves that each composition builds, samples, shapes,
   filters, updates and logs.
-- ``test_pairwise_combinations_learn_from_real_answers``: a covering set in which every pair of
+- ``test_pairwise_combinations_run_on_real_answers``: a covering set in which every pair of
   options (algo-reward, algo-curriculum, reward-curriculum) occurs at least once, with the tiny
   model's full ~130-token answers (97 % correct), so correct rollouts, length preferences and
   budgets meet each other for real.
@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import random
+import re
 from functools import cache
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def cell_pairs(cell):
     return {("ar", a, r), ("ac", a, c), ("rc", r, c)}
 
 
-def test_pairwise_combinations_learn_from_real_answers(tmp_path):
+def test_pairwise_combinations_run_on_real_answers(tmp_path):
     cells = pairwise_cells()
     covered = set().union(*(cell_pairs(c) for c in cells))
     assert {("ar", a, r) for a, r, _ in VALID} <= covered
@@ -192,8 +193,6 @@ def test_every_invalid_combination_is_refused(tmp_path):
             build_run(cell_config(cell, *FAST), str(tmp_path), engines=shared_engines(*FAST)).logger.close({})
             wrong.append(cell)
         except ConfigError as exc:
-            import re
-
             if not re.search(expected_error(*cell), str(exc)):
                 wrong.append((cell, str(exc)))
     assert not wrong, wrong[:10]
