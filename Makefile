@@ -54,6 +54,8 @@ bench-trl: $(STAMP)
 	.venv-trl/bin/python scripts/bench_trl.py --kl --out outputs/bench/trl_h128_l2_kl.json
 	.venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4 --out outputs/bench/trl_h256_l4.json
 	.venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4 --kl --out outputs/bench/trl_h256_l4_kl.json
+	.venv-trl/bin/python scripts/bench_trl.py --max-new-tokens 160 --out outputs/bench/trl_h128_l2_cap160.json
+	.venv-trl/bin/python scripts/bench_trl.py --max-new-tokens 160 --kl --out outputs/bench/trl_h128_l2_kl_cap160.json
 
 clean:
 	rm -rf build dist *.egg-info outputs multirun

@@ -34,6 +34,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--kl", action="store_true", help="with a reference model (k3 KL, beta 0.04)")
     p.add_argument("--trl", help="JSON written by scripts/bench_trl.py, for the speed ratio")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--all", action="store_true", help="both model sizes, with and without KL")
@@ -63,12 +64,15 @@ def plain_generate_tokens_per_s(run, problems, group_size: int, max_new_tokens: 
     return useful / seconds
 
 
-CONFIGS = [(128, 2, False), (128, 2, True), (256, 4, False), (256, 4, True)]
+# (hidden, layers, kl, cap): the issue's four settings, then the tiny model at a cap its answers fit
+# in (rewards are not all 0, so the update has real work)
+CONFIGS = [(128, 2, False, 96), (128, 2, True, 96), (256, 4, False, 96), (256, 4, True, 96),
+           (128, 2, False, 160), (128, 2, True, 160)]
 
 
-def config_name(hidden: int, layers: int, kl: bool) -> str:
-    """The file stem shared with bench_trl.py's outputs: ``h128_l2`` / ``h128_l2_kl``."""
-    return f"h{hidden}_l{layers}" + ("_kl" if kl else "")
+def config_name(hidden: int, layers: int, kl: bool, cap: int = 96) -> str:
+    """The file stem shared with bench_trl.py's outputs: ``h128_l2`` / ``h128_l2_kl`` / ``h128_l2_cap160``."""
+    return f"h{hidden}_l{layers}" + ("_kl" if kl else "") + ("" if cap == 96 else f"_cap{cap}")
 
 
 def model_overrides(hidden: int, layers: int) -> list[str]:
@@ -101,14 +105,14 @@ class Recorder:
         return out
 
 
-def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str]) -> dict:
+def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], cap: int = 96) -> dict:
     from hydra import compose, initialize_config_module
 
     from rlrun import dist, loop
     from rlrun.run import build_run
 
     overrides = [
-        f"steps={steps}", "prompts_per_step=8", "group_size=8", "curriculum.max_new_tokens=96",
+        f"steps={steps}", "prompts_per_step=8", "group_size=8", f"curriculum.max_new_tokens={cap}",
         "rollout.temperature=1.0", "rollout.top_p=1.0", "logger=jsonl", "eval=none",
         f"checkpoint_every={steps + 1}", f"algo.loss.kl_coef={0.04 if kl else 0.0}",
         *model_overrides(hidden, layers), *extra,
@@ -128,8 +132,8 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str]) 
     stages = ["rollout", "reward", "ref_logprobs", "update", "sync"]
     problems = run.problems.batch(10_000, 8)
     result = {
-        "config": config_name(hidden, layers, kl),
-        "settings": {"prompts": 8, "group_size": 8, "max_new_tokens": 96, "temperature": 1.0,
+        "config": config_name(hidden, layers, kl, cap),
+        "settings": {"prompts": 8, "group_size": 8, "max_new_tokens": cap, "temperature": 1.0,
                      "kl": kl, "steps": steps, "hidden": hidden, "layers": layers, "overrides": extra},
         "model_params": sum(p.numel() for p in run.rollout.model.parameters()),
         "s_per_step_median": med("time/step_s"),
@@ -138,8 +142,9 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str]) 
         "rollout_tokens_per_s": med("throughput/tokens_per_s"),
         "rollout_positions_per_s": statistics.median(
             p / m["time/rollout_s"] for p, m in zip(positions, timed)),
-        "plain_generate_tokens_per_s": plain_generate_tokens_per_s(run, problems, 8, 96),
+        "plain_generate_tokens_per_s": plain_generate_tokens_per_s(run, problems, 8, cap),
         "mean_completion_tokens": med("length/mean_tokens"),
+        "mean_accuracy": med("acc/train"),
     }
     result["rollout_vs_plain_generate"] = result["rollout_tokens_per_s"] / result["plain_generate_tokens_per_s"]
     return result
@@ -164,15 +169,16 @@ def main() -> None:
     }
     if args.all:
         results = []
-        for hidden, layers, kl in CONFIGS:
-            trl = os.path.join(args.trl_dir, f"trl_{config_name(hidden, layers, kl)}.json") if args.trl_dir else None
-            results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides), trl))
+        for hidden, layers, kl, cap in CONFIGS:
+            name = config_name(hidden, layers, kl, cap)
+            trl = os.path.join(args.trl_dir, f"trl_{name}.json") if args.trl_dir else None
+            results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides, cap), trl))
             print(json.dumps({k: results[-1].get(k) for k in ("config", "s_per_step_median", "ratio_to_trl")}),
                   flush=True)
         result = {**header, "configs": results}
     else:
         result = {**header, **with_ratio(bench_one(args.hidden, args.layers, args.kl, args.steps,
-                                                   args.overrides), args.trl)}
+                                                   args.overrides, args.max_new_tokens), args.trl)}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = json.dumps(result, indent=2)
     print(text)

@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=11, help="optimizer steps; the median is over 2..steps")
     p.add_argument("--kl", action="store_true", help=f"beta={KL_BETA} with a reference model")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW,
+                   help="generation cap (96: every tiny-model answer is cut; 160: they finish)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--weights", choices=["auto", "warm", "random"], default="auto",
@@ -349,7 +351,9 @@ def _plain_update(model, optimizer, ids, mask, width: int) -> None:
 
 
 def main() -> None:
+    global MAX_NEW
     args = parse_args()
+    MAX_NEW = args.max_new_tokens  # the module constant every part of the measurement reads
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
