@@ -1,0 +1,273 @@
+"""``rlrun-pareto``: accuracy against mean tokens over the runs of a sweep, with the Pareto frontier.
+
+Reads, from files alone (no W&B account, no network), a Hydra multirun dir (its run dirs ``0/``,
+``1/``, ...) or run dirs given one by one. Per run dir:
+
+- ``summary.json``: the held-out evaluations ``start`` (step 0), ``step_<N>`` and ``end`` (benchmark
+  ``heldout``, budget = the eval's ``budget_mean_tokens``), and optionally
+  ``eval: {<benchmark>: {budget_<N>: {acc, mean_tokens, truncated_frac}}}`` for the trained model
+  evaluated at several budgets (one point per budget: L1's curve over budgets, ALGORITHMS.md 5.4);
+- ``metrics.jsonl``: the ``eval/<benchmark>/[budget_<N>/]acc|mean_tokens`` lines, a curve over
+  training steps per run (and the points themselves when ``summary.json`` is missing);
+- ``.hydra/overrides.yaml``: the run's label, its overrides joined by spaces ("default" if none).
+
+The frontier is computed per benchmark (accuracies of different sets are not comparable) over the
+start, end and budget points; intermediate ``step_<N>`` evaluations are drawn as the run's
+trajectory but are not candidates, since the frontier compares finished configurations. Each point
+also gets its AES against its run's start on the same benchmark (O1-Pruner weights 1, 3, 5).
+Writes ``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``pareto.svg``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+from rlrun.core.evaluation import aes, pareto_frontier
+from rlrun.pareto_plot import log_pareto_to_wandb, plot_pareto  # they import matplotlib, wandb lazily
+
+AES_WEIGHTS = {"alpha": 1.0, "beta": 3.0, "gamma": 5.0}
+FRONTIER_KINDS = ("start", "end", "eval")
+CSV_COLUMNS = ("label", "benchmark", "budget", "acc", "mean_tokens", "on_frontier", "kind", "step",
+               "truncated_frac", "aes", "run_dir")
+_EVAL_KEY = re.compile(r"^eval/(?P<bench>[^/]+)/(?:budget_(?P<budget>\d+)/)?(?P<name>acc|mean_tokens)$")
+
+
+@dataclass
+class Point:
+    """One evaluation of one run: a dot on the accuracy-vs-tokens plane."""
+
+    label: str
+    benchmark: str
+    budget: float | None  # the token budget of the evaluation (a mean for the held-out eval)
+    acc: float
+    mean_tokens: float
+    kind: str  # start | step | end | eval
+    step: int | None
+    run_dir: str
+    truncated_frac: float | None = None
+    on_frontier: bool = False
+    aes: float | None = None  # against the run's start on the same benchmark
+
+
+@dataclass
+class Curve:
+    """One run's evaluations over training steps on one benchmark and budget (from metrics.jsonl)."""
+
+    label: str
+    benchmark: str
+    budget: float | None
+    run_dir: str
+    steps: list[int] = field(default_factory=list)
+    acc: list[float] = field(default_factory=list)
+    mean_tokens: list[float] = field(default_factory=list)
+
+
+def find_run_dirs(paths: list[str]) -> list[str]:
+    """Each path is a run dir (it holds summary.json or metrics.jsonl) or a sweep dir, whose run dirs
+    are its subdirs (Hydra's 0/, 1/, ... in numeric order, then any other names)."""
+    found: list[str] = []
+    for path in paths:
+        if _is_run_dir(path):
+            found.append(path)
+            continue
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"no such directory: {path}")
+        subdirs = [os.path.join(path, name) for name in os.listdir(path)]
+        runs = [d for d in subdirs if os.path.isdir(d) and _is_run_dir(d)]
+        found += sorted(runs, key=_hydra_order)
+    if not found:
+        raise FileNotFoundError(f"no run dir (with summary.json or metrics.jsonl) in {paths}")
+    return found
+
+
+def _is_run_dir(path: str) -> bool:
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("summary.json", "metrics.jsonl"))
+
+
+def _hydra_order(run_dir: str) -> tuple[bool, int, str]:
+    name = os.path.basename(run_dir)
+    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+
+
+def run_label(run_dir: str) -> str:
+    path = os.path.join(run_dir, ".hydra", "overrides.yaml")
+    if not os.path.isfile(path):
+        return "default"
+    import yaml  # a dependency of omegaconf / hydra
+
+    with open(path) as f:
+        overrides = yaml.safe_load(f) or []
+    return " ".join(str(o) for o in overrides) or "default"
+
+
+def _budget(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _point(label, run_dir, benchmark, budget, result, kind, step) -> Point | None:
+    acc, tokens = result.get("acc"), result.get("mean_tokens")
+    if acc is None or tokens is None or not math.isfinite(acc) or not math.isfinite(tokens):
+        return None  # no evaluation, or a NaN one
+    return Point(label, benchmark, budget, float(acc), float(tokens), kind, step, run_dir,
+                 result.get("truncated_frac"))
+
+
+def summary_points(summary: dict, label: str, run_dir: str) -> list[Point]:
+    """The points of one run's summary.json (see the module docstring for the layout)."""
+    steps = summary.get("steps")
+    found = []
+    for key, result in summary.items():
+        kind, step = None, None
+        if key == "start":
+            kind, step = "start", 0
+        elif key == "end":
+            kind, step = "end", steps
+        elif re.fullmatch(r"step_\d+", key):
+            kind, step = "step", int(key[5:])
+        if kind is not None and isinstance(result, dict):
+            found.append(_point(label, run_dir, "heldout", _budget(result.get("budget_mean_tokens")),
+                                result, kind, step))
+    for benchmark, budgets in (summary.get("eval") or {}).items():
+        for key, result in budgets.items() if isinstance(budgets, dict) else ():
+            budget = float(key[len("budget_"):]) if key.startswith("budget_") else None
+            found.append(_point(label, run_dir, benchmark, budget, result, "eval", steps))
+    return [p for p in found if p is not None]
+
+
+def read_curves(run_dir: str, label: str) -> list[Curve]:
+    """The ``eval/...`` lines of metrics.jsonl, one curve per benchmark and budget, in step order."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    by_key: dict[tuple[str, float | None], dict[int, dict[str, float]]] = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line) if line.strip() else {}
+                for key, value in record.items():
+                    m = _EVAL_KEY.match(key)
+                    if m and value is not None and math.isfinite(value) and "step" in record:
+                        series = by_key.setdefault((m["bench"], _budget(m["budget"])), {})
+                        series.setdefault(int(record["step"]), {})[m["name"]] = float(value)
+    curves = []
+    for (benchmark, budget), series in by_key.items():
+        curve = Curve(label, benchmark, budget, run_dir)
+        for step in sorted(series):
+            if {"acc", "mean_tokens"} <= series[step].keys():
+                curve.steps.append(step)
+                curve.acc.append(series[step]["acc"])
+                curve.mean_tokens.append(series[step]["mean_tokens"])
+        curves.append(curve)
+    return [c for c in curves if c.steps]
+
+
+def curve_points(curves: list[Curve]) -> list[Point]:
+    """Points from metrics.jsonl alone (a run without summary.json): first step start, last end."""
+    found = []
+    for c in curves:
+        for i, step in enumerate(c.steps):
+            kind = "start" if i == 0 and step == 0 else "end" if i == len(c.steps) - 1 else "step"
+            found.append(Point(c.label, c.benchmark, c.budget, c.acc[i], c.mean_tokens[i], kind, step,
+                               c.run_dir))
+    return found
+
+
+def mark_frontier(points: list[Point]) -> None:
+    """Set ``on_frontier`` per benchmark over the start/end/eval points, and ``aes`` against the run's
+    start on the same benchmark (left None when there is none or its accuracy is 0)."""
+    for benchmark in {p.benchmark for p in points}:
+        candidates = [p for p in points if p.benchmark == benchmark and p.kind in FRONTIER_KINDS]
+        for i in pareto_frontier([(p.acc, p.mean_tokens) for p in candidates]):
+            candidates[i].on_frontier = True
+    starts = {(p.run_dir, p.benchmark): p for p in points if p.kind == "start"}
+    for p in points:
+        base = starts.get((p.run_dir, p.benchmark))
+        if base is not None and p is not base and base.acc > 0 and base.mean_tokens > 0:
+            p.aes = aes(p.acc, p.mean_tokens, base.acc, base.mean_tokens, **AES_WEIGHTS)
+
+
+def collect(paths: list[str], benchmark: str | None = None) -> tuple[list[Point], list[Curve]]:
+    """All points (frontier marked) and curves of the runs under ``paths``, for one benchmark or all."""
+    points, curves = [], []
+    for run_dir in find_run_dirs(paths):
+        label = run_label(run_dir)
+        run_curves = read_curves(run_dir, label)
+        summary_path = os.path.join(run_dir, "summary.json")
+        if os.path.isfile(summary_path):
+            with open(summary_path) as f:
+                points += summary_points(json.load(f), label, run_dir)
+        else:
+            points += curve_points(run_curves)
+        curves += run_curves
+    if benchmark is not None:
+        points = [p for p in points if p.benchmark == benchmark]
+        curves = [c for c in curves if c.benchmark == benchmark]
+    mark_frontier(points)
+    return points, curves
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        return str(int(value))
+    return str(value)
+
+
+def write_tables(points: list[Point], curves: list[Curve], out_dir: str) -> list[str]:
+    csv_path, json_path = os.path.join(out_dir, "pareto.csv"), os.path.join(out_dir, "pareto.json")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for p in points:
+            row = asdict(p)
+            writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+    frontier: dict[str, list[str]] = {}
+    for p in sorted(points, key=lambda p: p.mean_tokens):
+        if p.on_frontier:
+            frontier.setdefault(p.benchmark, []).append(p.label)
+    with open(json_path, "w") as f:
+        json.dump({"points": [asdict(p) for p in points], "frontier": frontier,
+                   "curves": [asdict(c) for c in curves], "aes_weights": AES_WEIGHTS}, f, indent=2)
+    return [csv_path, json_path]
+
+
+def default_out_dir(paths: list[str]) -> str:
+    """The sweep dir (the first path when it is not a run dir itself), else the run dirs' parent."""
+    if not _is_run_dir(paths[0]):
+        return paths[0]
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rlrun-pareto", description="Accuracy vs mean tokens over a sweep's runs, with the "
+        "Pareto frontier: writes pareto.csv, pareto.json, pareto.png and pareto.svg.")
+    parser.add_argument("paths", nargs="+", metavar="SWEEP_DIR [RUN_DIR ...]",
+                        help="a Hydra multirun dir (run dirs 0/, 1/, ...) and/or run dirs")
+    parser.add_argument("--out", help="where to write (default: the sweep dir)")
+    parser.add_argument("--benchmark", help="keep this benchmark only (default: all, one panel each)")
+    parser.add_argument("--wandb", choices=("offline", "online"),
+                        help="also log the table and a scatter chart to a W&B run in this mode")
+    args = parser.parse_args(argv)
+    points, curves = collect(args.paths, args.benchmark)
+    if not points:
+        parser.error(f"no evaluation found in {args.paths}" +
+                     (f" for benchmark {args.benchmark!r}" if args.benchmark else ""))
+    out_dir = args.out or default_out_dir(args.paths)
+    os.makedirs(out_dir, exist_ok=True)
+    written = write_tables(points, curves, out_dir) + plot_pareto(points, curves, out_dir)
+    for p in sorted(points, key=lambda p: (p.benchmark, p.mean_tokens)):
+        mark = "*" if p.on_frontier else " "
+        print(f"{mark} {p.benchmark:<10} {p.kind:<5} acc {p.acc:.3f}  tokens {p.mean_tokens:8.1f}  {p.label}")
+    if args.wandb:
+        log_pareto_to_wandb(points, out_dir=out_dir, mode=args.wandb)
+    print("* = on the Pareto frontier; wrote " + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

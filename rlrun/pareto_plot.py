@@ -1,0 +1,156 @@
+"""The outputs of ``rlrun-pareto`` besides its tables: the picture and the W&B table and chart.
+
+The picture: accuracy (y) against mean tokens (x), one panel per benchmark.
+Drawn with matplotlib's Agg canvas (no display, no pyplot state). Per run, one colour: its start
+(hollow circle), end (filled circle), budget evaluations (triangles, joined in budget order) and its
+trajectory over training steps (a thin line through the metrics.jsonl evaluations). The Pareto
+frontier is a dashed step line (the best accuracy reachable with at most x tokens) with its points
+ringed in black. Every start, end and budget point carries its run's label (its overrides; those
+that every run shares are named once, above the panels).
+matplotlib and wandb are imported inside the functions that use them.
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlrun.pareto import Curve, Point
+
+MARKERS = {"start": "o", "end": "o", "eval": "^", "step": "."}
+
+
+def shared_overrides(points: list[Point]) -> list[str]:
+    """The overrides every run has (when the runs differ at all): the plot names them once, in the
+    title, and labels each point with the rest."""
+    labels = list(dict.fromkeys(p.label for p in points))
+    if len(labels) < 2:
+        return []
+    common = set(labels[0].split(" ")).intersection(*(label.split(" ") for label in labels[1:]))
+    return [o for o in labels[0].split(" ") if o in common]
+
+
+def _text(p, shared: list[str]) -> str:
+    text = " ".join(o for o in p.label.split(" ") if o not in shared) or "(shared overrides only)"
+    if p.kind == "start":
+        text += " (start)"
+    elif p.kind == "eval" and p.budget is not None:
+        text += f" @{p.budget:g}"
+    return textwrap.fill(text, 36, break_long_words=False)
+
+
+def _annotate(ax, points, shared: list[str]) -> None:
+    """Label every start, end and budget point; points at one spot share one stacked label (starts
+    shared by several runs just say so). Labels on the right half extend to the left, and stay out
+    of the layout computation so that long ones cannot squeeze the axes away."""
+    spots: dict[tuple[float, float, bool], list[str]] = {}
+    for p in points:
+        if p.kind != "step":
+            spots.setdefault((p.mean_tokens, p.acc, p.kind == "start"), []).append(_text(p, shared))
+    left, right = ax.get_xlim()
+    for (x, y, start), texts in spots.items():
+        texts = list(dict.fromkeys(texts))
+        text = f"start of {len(texts)} runs" if start and len(texts) > 1 else "\n".join(texts)
+        flip = x > (left + right) / 2
+        note = ax.annotate(text, (x, y), xytext=(-5 if flip else 5, 4), textcoords="offset points",
+                           ha="right" if flip else "left", va="bottom", fontsize=6 if start else 7,
+                           color="0.45" if start else "0.1")
+        note.set_in_layout(False)
+
+
+def _draw_runs(ax, points, curves, colours) -> None:
+    for c in curves:
+        ax.plot(c.mean_tokens, c.acc, "-", color=colours[c.run_dir], alpha=0.45, linewidth=1)
+    for run_dir in dict.fromkeys(p.run_dir for p in points):
+        budgets = sorted((p for p in points if p.run_dir == run_dir and p.kind == "eval"),
+                         key=lambda p: (p.budget is None, p.budget or 0.0))
+        if len(budgets) > 1:
+            ax.plot([p.mean_tokens for p in budgets], [p.acc for p in budgets], ":",
+                    color=colours[run_dir], linewidth=1)
+    for p in points:
+        colour = colours[p.run_dir]
+        face = "white" if p.kind == "start" else colour
+        size = {"start": 45, "end": 50, "eval": 50, "step": 15}[p.kind]
+        ax.scatter([p.mean_tokens], [p.acc], marker=MARKERS[p.kind], s=size, facecolors=face,
+                   edgecolors=colour, linewidths=1.2, zorder=3)
+
+
+def _draw_frontier(ax, points) -> None:
+    front = sorted((p for p in points if p.on_frontier), key=lambda p: (p.mean_tokens, -p.acc))
+    if not front:
+        return
+    xs, ys = [p.mean_tokens for p in front], [p.acc for p in front]
+    ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1.2, zorder=2)
+    ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
+
+
+def _legend(ax) -> None:
+    from matplotlib.lines import Line2D
+
+    grey = "0.35"
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor=grey,
+               label="start (step 0)"),
+        Line2D([], [], marker="o", linestyle="", color=grey, label="end of training"),
+        Line2D([], [], marker="^", linestyle=":", color=grey, label="eval at a budget"),
+        Line2D([], [], color=grey, alpha=0.45, label="trajectory over steps"),
+        Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
+               label="Pareto frontier"),
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def plot_pareto(points: list[Point], curves: list[Curve], out_dir: str) -> list[str]:
+    """Write ``pareto.png`` and ``pareto.svg`` into ``out_dir``; returns their paths."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    benchmarks = sorted({p.benchmark for p in points})
+    run_dirs = list(dict.fromkeys([p.run_dir for p in points] + [c.run_dir for c in curves]))
+    fig = Figure(figsize=(6.5 * len(benchmarks), 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    cmap = colormaps["tab10"]
+    colours = {d: cmap(i % 10) for i, d in enumerate(run_dirs)}
+    axes = fig.subplots(1, len(benchmarks), squeeze=False)[0]
+    shared = shared_overrides(points)
+    if shared:
+        fig.suptitle(textwrap.fill("every run: " + " ".join(shared), 110, break_long_words=False),
+                     fontsize=8)
+    for ax, benchmark in zip(axes, benchmarks):
+        mine = [p for p in points if p.benchmark == benchmark]
+        _draw_runs(ax, mine, [c for c in curves if c.benchmark == benchmark], colours)
+        _draw_frontier(ax, mine)
+        ax.set_title(benchmark)
+        ax.set_xlabel("mean tokens (all responses)")
+        ax.set_ylabel("accuracy (pass@1)")
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.12, y=0.08)
+        _annotate(ax, mine, shared)
+        _legend(ax)
+    paths = [os.path.join(out_dir, "pareto.png"), os.path.join(out_dir, "pareto.svg")]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    return paths
+
+
+def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = None, mode: str = "offline"):
+    """Log the points as a ``wandb.Table`` (``pareto/table``) and a scatter chart of accuracy against
+    mean tokens (``pareto/scatter``, ``wandb.plot.scatter``). Without ``run``, starts a run in
+    ``mode`` (offline by default) writing under ``out_dir`` and finishes it. Returns the run."""
+    import wandb
+
+    columns = ["label", "benchmark", "budget", "acc", "mean_tokens", "on_frontier", "kind", "step"]
+    table = wandb.Table(columns=columns)
+    for p in points:
+        table.add_data(p.label, p.benchmark, p.budget, p.acc, p.mean_tokens, p.on_frontier, p.kind, p.step)
+    own = run is None
+    if own:
+        run = wandb.init(project="rlrun", job_type="pareto", dir=out_dir, mode=mode,
+                         settings=wandb.Settings(console="off", silent=True))
+    chart = wandb.plot.scatter(table, "mean_tokens", "acc", title="accuracy vs mean tokens")
+    run.log({"pareto/table": table, "pareto/scatter": chart})
+    if own:
+        run.finish()
+    return run
