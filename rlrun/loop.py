@@ -168,6 +168,7 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
     }
     metrics = {
         **gathered_metrics(rollouts, got.verdicts),
+        **verifier_counts(run.verifier),
         **dist.mean_metrics(local, weight=float(len(rollouts))),
         "rollout/sampled": float(counts[0]),
         "rollout/kept": float(counts[1]),
@@ -176,6 +177,17 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
     }
     metrics["time/step_s"] = sum(times.values())
     return metrics
+
+
+def verifier_counts(verifier) -> dict[str, float]:
+    """The verifier's counts since the last step (``verify/errors``, ``verify/timeouts``, ...:
+    a check that failed is counted, never only scored wrong), summed over ranks."""
+    if not hasattr(verifier, "metrics"):
+        return {}
+    counts = verifier.metrics()
+    keys = sorted(counts)
+    summed = dist.all_reduce_sum(torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64))
+    return {k: float(v) for k, v in zip(keys, summed)}
 
 
 def stated_budget(rollouts: Rollouts) -> dict[str, float]:

@@ -1,0 +1,51 @@
+"""``rlrun-eval`` on the tiny model: two budgets, k samples, deterministic, a vendored benchmark
+through math-verify, the budget in the prompt (L1), and the results merged into a run dir's
+summary.json for rlrun-pareto."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlrun.evaluate import main
+
+
+def run_eval(out, *extra):
+    main(["--model", "tiny", "--out", str(out), *extra])
+    return json.loads((out / "eval.json").read_text())
+
+
+def test_two_budgets_on_the_built_in_task(tmp_path, capsys):
+    got = run_eval(tmp_path / "a", "--data", "arith", "--n", "16", "--k", "2", "--budgets", "64,256")
+    short, long = got["eval"]["arith"]["budget_64"], got["eval"]["arith"]["budget_256"]
+    assert short["acc"] == 0.0 and short["truncated_frac"] == 1.0  # answers need ~120 tokens
+    assert long["acc"] >= 0.8 and long["truncated_frac"] == 0.0 and 100 < long["mean_tokens"] < 160
+    assert long["pass@2"] >= long["acc"] and long["samples"] == 32.0
+    printed = capsys.readouterr().out
+    assert "arith                 64   0.000" in printed
+    again = run_eval(tmp_path / "b", "--data", "arith", "--n", "16", "--k", "2", "--budgets", "64,256")
+    assert again["eval"] == got["eval"]  # same seed, same samples
+
+
+def test_a_vendored_benchmark_through_math_verify_and_the_lcpo_prompt(tmp_path):
+    got = run_eval(tmp_path, "--data", "aime24", "--n", "2", "--budgets", "16", "--lcpo", "--lcpo-cap", "24")
+    m = got["eval"]["aime24"]["budget_16"]
+    assert m["questions"] == 2.0 and m["acc"] == 0.0  # the tiny model only adds numbers
+    assert m["mean_tokens"] <= 24 and m["length_deviation"] == pytest.approx(abs(m["mean_tokens"] - 16), abs=8)
+    assert m["verify/errors"] == 0.0 and m["verify/timeouts"] == 0.0
+
+
+def test_results_join_a_run_dirs_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text(json.dumps({"steps": 3, "end": {"acc": 0.5, "mean_tokens": 9.0}}))
+    run_eval(run_dir, "--data", "arith", "--n", "4", "--budgets", "64")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["eval"]["arith"]["budget_64"]["questions"] == 4.0
+
+
+def test_bad_budgets_exit_with_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "tiny", "--budgets", "96,lots"])
+    assert exc.value.code == 2
+    assert "--budgets='96,lots' must be comma-separated integers" in capsys.readouterr().err
