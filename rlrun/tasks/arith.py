@@ -42,6 +42,16 @@ def is_held_out_pair(a: int, b: int) -> bool:
     return zlib.crc32(f"{a}+{b}".encode()) % HELD_OUT_MODULUS == 0
 
 
+def check_batch_args(step: int, size: int, rank: int, world_size: int, attempt: int) -> None:
+    """The arguments of a data source's ``batch`` (every source takes the same), or ValueError."""
+    if step < 0 or size < 0 or attempt < 0:
+        raise ValueError(f"step={step}, size={size} and attempt={attempt} must be >= 0")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+    if size % world_size:
+        raise ValueError(f"prompts per step ({size}) must be divisible by the number of ranks ({world_size})")
+
+
 class ArithProblems:
     """Deterministic stream of addition problems with ``digits``-digit operands.
 
@@ -71,14 +81,7 @@ class ArithProblems:
     def batch(
         self, step: int, size: int, rank: int = 0, world_size: int = 1, attempt: int = 0
     ) -> list[Problem]:
-        if step < 0 or size < 0 or attempt < 0:
-            raise ValueError(f"step={step} and size={size} must be >= 0")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-        if size % world_size:
-            raise ValueError(
-                f"prompts per step ({size}) must be divisible by the number of ranks ({world_size})"
-            )
+        check_batch_args(step, size, rank, world_size, attempt)
         key = [self.seed, _TRAIN_STREAM, step] + ([attempt] if attempt else [])
         share = size // world_size
         first = rank * share

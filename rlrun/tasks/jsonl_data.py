@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from rlrun.tasks.arith import check_batch_args
 from rlrun.types import Problem
 
 BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
@@ -208,13 +209,7 @@ class DatasetProblems:
 
     def batch(self, step: int, size: int, rank: int = 0, world_size: int = 1,
               attempt: int = 0) -> list[Problem]:
-        if step < 0 or size < 0 or attempt < 0:
-            raise ValueError(f"step={step}, size={size} and attempt={attempt} must be >= 0")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
-        if size % world_size:
-            raise ValueError(
-                f"prompts per step ({size}) must be divisible by the number of ranks ({world_size})")
+        check_batch_args(step, size, rank, world_size, attempt)
         share = size // world_size
         first = rank * share
         if attempt == 0:
