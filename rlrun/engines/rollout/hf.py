@@ -181,4 +181,6 @@ class HFRollout:
             )
             positions = positions + 1
             logits = out.logits[:, -1]
+        if self.lean is not None:  # the cache is per rollout: give its memory back to the trainer
+            self.lean.release()
         return tokens_NT, logp_NT, steps_N

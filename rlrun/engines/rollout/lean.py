@@ -99,6 +99,11 @@ class LeanDecoder:
         self.mask[:, :width] = attention.bool()
         self.length = width
 
+    def release(self) -> None:
+        """Drop the cache (between rollouts its memory belongs to the trainer)."""
+        self.keys, self.values = [], []
+        self.mask = torch.zeros(0, 0, dtype=torch.bool)
+
     def keep(self, index: torch.Tensor) -> None:
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
