@@ -25,20 +25,38 @@ def timed(times: dict[str, float], stage: str):
 
 
 def evaluate(run, problems, step: int = 0) -> dict[str, float]:
-    """Accuracy and length of one sample per held-out problem, reduced over ranks, with the prompts
-    and budgets of the curriculum at step 0 (``eval.budget=start``: the cap the run starts with, so
-    start and end compare at the same cap) or at ``step`` (``eval.budget=current``: the budget a
-    shrinking curriculum has reached)."""
+    """Accuracy and length of ``eval.samples`` samples per held-out problem, reduced over ranks, with
+    the prompts and budgets of the curriculum at step 0 (``eval.budget=start``: the cap the run
+    starts with, so start and end compare at the same cap) or at ``step`` (``eval.budget=current``:
+    the budget a shrinking curriculum has reached); then again at each cap of ``eval.budgets``
+    (``budget_<N>/acc`` ...: the points of a length/accuracy curve)."""
     at = step if run.settings.eval.budget == "current" else 0
     share = problems[dist.rank():: dist.world_size()]
     if run.prompts is not None:  # the prompts the policy is trained on (LCPO's target, a stated budget)
         share = run.prompts(share, at)
     budgets = run.curriculum.budgets(at, share)
-    rollouts = run.rollout.generate(share, 1, budgets)
-    merged = gathered_metrics(rollouts, run.verifier(rollouts))
-    cap = dist.gather_cat(torch.tensor(budgets, dtype=torch.float))
-    return {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
-            "truncated_frac": merged["length/truncated_frac"], "budget_mean_tokens": float(cap.mean())}
+    result = sample_and_score(run, share, budgets)
+    result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())
+    for cap in run.settings.eval.budgets:
+        at_cap = sample_and_score(run, share, [cap] * len(share))
+        result.update({f"budget_{cap}/{k}": v for k, v in at_cap.items()})
+    return result
+
+
+def sample_and_score(run, share, budgets: list[int]) -> dict[str, float]:
+    """acc (pass@1 averaged over the samples), mean tokens, truncated share, and pass@k for k > 1."""
+    from rlrun.core.evaluation import mean_pass_at_k
+
+    k = run.settings.eval.samples
+    rollouts = run.rollout.generate(share, k, budgets)
+    verdicts = run.verifier(rollouts)
+    merged = gathered_metrics(rollouts, verdicts)
+    out = {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
+           "truncated_frac": merged["length/truncated_frac"]}
+    if k > 1:
+        correct = dist.gather_cat(verdicts.correct_N).view(-1, k)
+        out[f"pass@{k}"] = mean_pass_at_k(correct, k)
+    return out
 
 
 def gathered_metrics(rollouts, verdicts) -> dict[str, float]:
@@ -223,6 +241,10 @@ def train(run) -> dict:
         if step in s.eval.at_steps:
             result = evaluate(run, held_out, step)
             summary["start" if step == 0 else "end" if step == s.steps else f"step_{step}"] = result
+            if step == s.steps and s.eval.budgets:  # the run's points for rlrun-pareto
+                summary["eval"] = {"heldout": {f"budget_{b}": {k.split("/", 1)[1]: v for k, v in result.items()
+                                                              if k.startswith(f"budget_{b}/")}
+                                               for b in s.eval.budgets}}
             run.log(step, {f"eval/heldout/{k}": v for k, v in result.items()})
 
     if start == 0:

@@ -64,11 +64,15 @@ EVAL_BUDGETS = ("start", "current")
 class EvalSettings:
     """Held-out evaluation: ``problems`` problems after each step in ``at_steps`` (0 = before the
     first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing. ``budget``:
-    the curriculum's prompts and cap of step 0 (``start``) or of the evaluated step (``current``)."""
+    the curriculum's prompts and cap of step 0 (``start``) or of the evaluated step (``current``).
+    ``samples`` per problem (accuracy = pass@1 averaged over them; pass@k logged when > 1);
+    ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``."""
 
     problems: int
     at_steps: tuple[int, ...]
     budget: str = "start"
+    samples: int = 1
+    budgets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,10 +151,10 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     for key in cfg.eval:
         if key not in ev:
             raise ConfigError(f"eval.{key} is not an eval setting{suggest(str(key), ev)}; "
-                              "valid keys of eval: problems, at_steps, budget")
+                              "valid keys of eval: problems, at_steps, budget, samples, budgets")
     at_steps = tuple(sorted(set(ev["at_steps"])))
-    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(ev["problems"], at_steps,
-                                                                    ev["budget"]))
+    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(
+        ev["problems"], at_steps, ev["budget"], ev["samples"], tuple(ev["budgets"])))
     check_ranges(settings)
     return settings
 
@@ -170,6 +174,9 @@ def check_ranges(s: Settings) -> None:
     if s.eval.at_steps and s.eval.problems < 1:
         raise ConfigError(f"eval.problems={s.eval.problems} must be >= 1 when eval.at_steps "
                           "is not empty")
+    if s.eval.samples < 1 or any(b < 1 for b in s.eval.budgets):
+        raise ConfigError(f"eval.samples={s.eval.samples} and every eval.budgets entry "
+                          f"({list(s.eval.budgets)}) must be >= 1")
     if s.eval.budget not in EVAL_BUDGETS:
         raise ConfigError(f"eval.budget={s.eval.budget} is not valid; choose one of {', '.join(EVAL_BUDGETS)}")
     if s.resume is not None and not os.path.isdir(s.resume):

@@ -82,3 +82,25 @@ def test_hapo_history_is_reused_with_a_question_pool(tmp_path):
     loop.train(build_run(cfg, str(tmp_path)))
     sizes = [line["reward/hapo/history_size"] for line in lines_of(tmp_path)]
     assert max(sizes) <= 3 and sizes[-1] >= 2
+
+
+def test_eval_at_several_budgets_with_samples_feeds_rlrun_pareto(tmp_path):
+    from rlrun.pareto import main as pareto_main
+
+    dist.init()
+    run_dir = tmp_path / "run"
+    cfg = compose(["debug=cpu", "eval.problems=4", "eval.samples=2", "eval.budgets=[64,256]"])
+    summary = loop.train(build_run(cfg, str(run_dir)))
+    end = summary["end"]
+    assert end["budget_64/acc"] == 0.0 and end["budget_64/truncated_frac"] == 1.0  # answers need ~120
+    assert end["budget_256/truncated_frac"] == 0.0 and 0.0 <= end["pass@2"] <= 1.0
+    assert end["pass@2"] >= end["acc"]
+    assert summary["eval"]["heldout"]["budget_64"]["mean_tokens"] == 64.0
+    lines = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert lines[0]["step"] == 0 and "eval/heldout/budget_256/acc" in lines[0]
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- eval.samples=2\n")
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    pareto_main([str(run_dir), "--out", str(tmp_path / "pareto")])
+    rows = (tmp_path / "pareto" / "pareto.csv").read_text().splitlines()
+    assert any(",heldout,64," in row for row in rows) and any(",heldout,256," in row for row in rows)
