@@ -87,10 +87,11 @@ def benchmark(name: str, n: int | None, seed: int, timeout: float):
 
 
 def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, float]:
-    """Metrics of ``k`` samples per problem at one budget."""
+    """Metrics of ``k`` samples per problem at one budget (``rlrun.loop.sample_and_score``, the
+    in-loop evaluation's), plus L1's deviation with ``--lcpo`` and the verifier's counts."""
     import torch
 
-    from rlrun.core.evaluation import length_deviation, mean_pass_at_k
+    from rlrun.loop import sample_and_score
 
     caps = [budget] * len(problems)
     if args.lcpo:
@@ -101,16 +102,13 @@ def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, flo
         problems = [dataclasses.replace(p, prompt=with_instruction(p.prompt, budget, EXACT)) for p in problems]
         caps = [args.lcpo_cap] * len(problems)
     torch.manual_seed(args.seed)
-    rollouts = rollout.generate(problems, args.k, caps)
-    verdicts = verifier(rollouts)
-    correct = verdicts.correct_N.view(len(problems), args.k)
-    lengths = rollouts.length_tokens_N.float()
-    out = {"acc": float(correct.mean()), "mean_tokens": float(lengths.mean()),
-           "truncated_frac": float(rollouts.truncated_N.float().mean()),
-           f"pass@{args.k}": mean_pass_at_k(correct, args.k),
-           "questions": float(len(problems)), "samples": float(len(rollouts))}
+    out, rollouts = sample_and_score(rollout, verifier, problems, args.k, caps)
+    out.setdefault(f"pass@{args.k}", out["acc"])  # pass@1 is the accuracy
+    out.update({"questions": float(len(problems)), "samples": float(len(problems) * args.k)})
     if args.lcpo:
-        out["length_deviation"] = length_deviation(lengths, float(budget))
+        from rlrun.core.evaluation import length_deviation
+
+        out["length_deviation"] = length_deviation(rollouts.length_tokens_N.float(), float(budget))
     if hasattr(verifier, "metrics"):
         out.update(verifier.metrics())
     return out

@@ -13,7 +13,7 @@ import torch
 
 from rlrun import checkpoint, dist, report
 from rlrun.core.metrics import reward_metrics, rollout_metrics
-from rlrun.monitor import run_monitors
+from rlrun.monitor import rank_share, run_monitors
 from rlrun.types import AdvantageInput, Rollouts, Scored, StepInput, TrainBatch, Verdicts
 
 
@@ -30,33 +30,31 @@ def evaluate(run, problems, step: int = 0) -> dict[str, float]:
     starts with, so start and end compare at the same cap) or at ``step`` (``eval.budget=current``:
     the budget a shrinking curriculum has reached); then again at each cap of ``eval.budgets``
     (``budget_<N>/acc`` ...: the points of a length/accuracy curve)."""
-    at = step if run.settings.eval.budget == "current" else 0
-    share = problems[dist.rank():: dist.world_size()]
-    if run.prompts is not None:  # the prompts the policy is trained on (LCPO's target, a stated budget)
-        share = run.prompts(share, at)
-    budgets = run.curriculum.budgets(at, share)
-    result = sample_and_score(run, share, budgets)
+    k = run.settings.eval.samples
+    share, budgets = rank_share(run, problems, step if run.settings.eval.budget == "current" else 0)
+    result, _ = sample_and_score(run.rollout, run.verifier, share, k, budgets)
     result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())
     for cap in run.settings.eval.budgets:
-        at_cap = sample_and_score(run, share, [cap] * len(share))
-        result.update({f"budget_{cap}/{k}": v for k, v in at_cap.items()})
+        at_cap, _ = sample_and_score(run.rollout, run.verifier, share, k, [cap] * len(share))
+        result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
     return result
 
 
-def sample_and_score(run, share, budgets: list[int]) -> dict[str, float]:
-    """acc (pass@1 averaged over the samples), mean tokens, truncated share, and pass@k for k > 1."""
+def sample_and_score(rollout, verifier, problems, k: int, budgets: list[int]) -> tuple[dict[str, float], Rollouts]:
+    """``k`` samples per problem, reduced over ranks: acc (pass@1 averaged over the samples), mean
+    tokens, truncated share, and pass@k for k > 1 (ALGORITHMS.md 5.1); and this rank's rollouts.
+    Used by the in-loop evaluation and by ``rlrun-eval``."""
     from rlrun.core.evaluation import mean_pass_at_k
 
-    k = run.settings.eval.samples
-    rollouts = run.rollout.generate(share, k, budgets)
-    verdicts = run.verifier(rollouts)
+    rollouts = rollout.generate(problems, k, budgets)
+    verdicts = verifier(rollouts)
     merged = gathered_metrics(rollouts, verdicts)
     out = {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
            "truncated_frac": merged["length/truncated_frac"]}
     if k > 1:
         correct = dist.gather_cat(verdicts.correct_N).view(-1, k)
         out[f"pass@{k}"] = mean_pass_at_k(correct, k)
-    return out
+    return out, rollouts
 
 
 def gathered_metrics(rollouts, verdicts) -> dict[str, float]:

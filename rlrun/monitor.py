@@ -20,15 +20,25 @@ from rlrun.types import Problem
 MONITOR_SOURCES = ("data", "eval")
 
 
-def monitored_pieces(reward) -> list:
-    """The reward terms that need the loop to run a monitor set."""
-    return [fn for fn in getattr(reward, "fns", {}).values()
-            if getattr(fn, "monitor", None) in MONITOR_SOURCES]
+def monitored_pieces(reward) -> dict:
+    """The reward terms (by name) that need the loop to run a monitor set."""
+    return {name: fn for name, fn in getattr(reward, "fns", {}).items()
+            if getattr(fn, "monitor", None) in MONITOR_SOURCES}
 
 
-def check_source(problems, pieces: list) -> None:
+def rank_share(run, problems: list[Problem], step: int) -> tuple[list[Problem], list[int]]:
+    """This rank's share of a fixed question set (every world_size-th, from its rank) with the
+    run's prompt transform (LCPO's target, a stated budget) and the curriculum's caps at ``step``:
+    what a monitor set and the held-out evaluation sample."""
+    share = problems[dist.rank():: dist.world_size()]
+    if run.prompts is not None:
+        share = run.prompts(share, step)
+    return share, run.curriculum.budgets(step, share)
+
+
+def check_source(problems, pieces: dict) -> None:
     """Fail at start when the data source cannot give a monitor set (ValueError, one line)."""
-    for piece in pieces:
+    for piece in pieces.values():
         method = "monitor" if piece.monitor == "data" else "held_out"
         if not hasattr(problems, method):
             raise ValueError(f"{type(piece).__name__} monitor={piece.monitor} needs data.source.{method}(n), "
@@ -44,18 +54,15 @@ def run_monitors(run, step: int, cache: dict) -> dict[str, float]:
     """Sample and hand over every due monitor before 0-based ``step``; ``cache`` keeps each piece's
     question set between calls. Returns ``monitor/<term>/{acc,mean_tokens,questions}``."""
     out: dict[str, float] = {}
-    for name, piece in getattr(run.reward, "fns", {}).items():
-        if getattr(piece, "monitor", None) not in MONITOR_SOURCES or not piece.due(step):
+    for name, piece in monitored_pieces(run.reward).items():
+        if not piece.due(step):
             continue
         if name not in cache:
             cache[name] = monitor_set(run, piece)
         questions = cache[name]
         rank, world = dist.rank(), dist.world_size()
-        share = questions[rank::world]
-        if run.prompts is not None:
-            share = run.prompts(share, step)
-        k = piece.targets.n_rollout
-        rollouts = run.rollout.generate(share, k, run.curriculum.budgets(step, share))
+        share, budgets = rank_share(run, questions, step)
+        rollouts = run.rollout.generate(share, piece.targets.n_rollout, budgets)
         correct = run.verifier(rollouts).correct_N.to(torch.float32)
         question = rank + world * rollouts.group_N  # index in the monitor set, the same on every rank
         correct, length, question = (dist.gather_cat(x) for x in
