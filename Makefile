@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Time the slow tests may take in `make test` before they are stopped (CI runs them if time allows).
 SLOW_BUDGET_S ?= 780
 
-.PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl clean
+.PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl compare-embedded clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,6 +56,18 @@ bench-trl: $(STAMP)
 	.venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4 --kl --out outputs/bench/trl_h256_l4_kl.json
 	.venv-trl/bin/python scripts/bench_trl.py --max-new-tokens 160 --out outputs/bench/trl_h128_l2_cap160.json
 	.venv-trl/bin/python scripts/bench_trl.py --max-new-tokens 160 --kl --out outputs/bench/trl_h128_l2_kl_cap160.json
+
+## compare-embedded: the seven length methods on the built-in task from one warm start, as one Hydra
+## multirun (conf/experiment/compare/), then the table (compare.md/csv/json) and the Pareto plot
+ifndef COMPARE_DIR
+COMPARE_DIR := outputs/compare-embedded/$(shell date +%Y-%m-%d_%H-%M-%S)
+endif
+COMPARE_METHODS ?= grpo_correct grpo_kimi drpo gfpo lcpo laser_d grpo_budget
+comma := ,
+compare-embedded: $(STAMP)
+	$(BIN)/rlrun -m experiment=$(subst $(eval) ,$(comma),$(addprefix compare/,$(COMPARE_METHODS))) hydra.sweep.dir=$(COMPARE_DIR)
+	$(BIN)/python scripts/compare_embedded.py $(COMPARE_DIR)
+	$(BIN)/rlrun-pareto $(COMPARE_DIR)
 
 clean:
 	rm -rf build dist *.egg-info outputs multirun

@@ -34,14 +34,24 @@ class ConfigError(ValueError):
 
 
 def config_groups() -> dict[str, list[str]]:
-    """Every config group shipped in ``rlrun.conf`` and its options (yaml file names), sorted."""
+    """Every config group shipped in ``rlrun.conf`` and its options (yaml file names), sorted; an
+    option in a sub-folder is named with its path, as Hydra selects it (``experiment=compare/drpo``)."""
     root = importlib.resources.files("rlrun.conf")
     groups: dict[str, list[str]] = {}
     for entry in root.iterdir():
         if entry.is_dir() and not entry.name.startswith(("_", ".")):
-            options = [f.name[: -len(".yaml")] for f in entry.iterdir() if f.name.endswith(".yaml")]
-            groups[entry.name] = sorted(options)
+            groups[entry.name] = sorted(_options(entry))
     return dict(sorted(groups.items()))
+
+
+def _options(folder, prefix: str = "") -> list[str]:
+    found = []
+    for f in folder.iterdir():
+        if f.is_dir() and not f.name.startswith(("_", ".")):
+            found += _options(f, f"{prefix}{f.name}/")
+        elif f.name.endswith(".yaml"):
+            found.append(prefix + f.name[: -len(".yaml")])
+    return found
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:

@@ -14,6 +14,14 @@ N tokens." (the cap is then ``--lcpo-cap``) and the mean |length - N| is reporte
 printed and written as JSON to ``--out`` (default: the checkpoint's run directory, else the
 current directory): ``eval.json``, and under ``"eval"`` in the run's ``summary.json`` when there is
 one, which ``rlrun-pareto`` reads. Same seed, same samples (CPU).
+
+``--baseline PATH`` (an earlier ``eval.json``, or a run dir or ``summary.json`` holding ``"eval"``
+results) adds O1-Pruner's AES of this model against the baseline's accuracy and mean tokens
+(``rlrun.core.evaluation.aes``, weights 1, 3, 5) for every benchmark and budget both have: an
+``aes`` column, and ``aes``, ``baseline_acc``, ``baseline_mean_tokens`` per result in the JSON, which
+also names the baseline (``"baseline": PATH``).
+
+    rlrun-eval --model outputs/<run>/checkpoints/step_000100 --data aime24 --budgets 4096 --baseline base/eval.json
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+AES_WEIGHTS = {"alpha": 1.0, "beta": 3.0, "gamma": 5.0}  # O1-Pruner's (arXiv 2501.12570, Sec. 5.1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lcpo-cap", type=int, default=8192, help="generation cap with --lcpo")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per answer check (math-verify)")
     p.add_argument("--out", help="directory for eval.json")
+    p.add_argument("--baseline", metavar="PATH",
+                   help="an earlier eval.json (or a run dir / summary.json with results): adds AES against it")
     args = p.parse_args(argv)
     try:
         args.budget_list = [int(b) for b in args.budgets.split(",")]
@@ -69,21 +81,46 @@ def model_spec(model: str, tokenizer: str | None):
     return ModelSpec(model, tokenizer), None
 
 
-def benchmark(name: str, n: int | None, seed: int, timeout: float):
-    """``(problems, verifier)`` of one benchmark."""
+def benchmark_names() -> list[str]:
+    """Every name ``benchmark`` accepts: ``arith`` and the vendored data sets (``builtin:<name>``)."""
+    from rlrun.tasks.jsonl_data import builtin_names
+
+    return ["arith", *builtin_names()]
+
+
+def check_benchmark(name: str, where: str = "") -> None:
+    """ValueError (one line: ``where`` (where the name was given, e.g. ``"--data "``), the name, a
+    close match and the valid names) unless ``name`` is a benchmark."""
+    from rlrun.config_check import suggest
+
+    valid = benchmark_names()
+    if name not in valid:
+        raise ValueError(f"{where}{name} is not a benchmark{suggest(name, valid)}; valid: {', '.join(valid)}")
+
+
+def benchmark(name: str, n: int, seed: int, timeout_s: float = 5.0, prompt: str | None = None,
+              verifiers: dict | None = None):
+    """``(problems, verifier)`` of one benchmark, shared by ``rlrun-eval`` and the in-loop evaluation
+    (``eval.benchmarks``): ``arith``, the built-in task's held-out split (``n`` problems of seed
+    ``seed``) checked by the boxed-integer verifier, or a vendored data set (``builtin:<name>``, its
+    first ``n`` rows in file order, shown with ``prompt``, by default the data sets' usual one)
+    checked by math-verify with ``timeout_s`` seconds per answer. ``verifiers`` (a dict the caller
+    keeps) lets benchmarks of one kind share a verifier, so math-verify's worker processes start once.
+    """
+    check_benchmark(name)
+    verifiers = {} if verifiers is None else verifiers
     if name == "arith":
         from rlrun.tasks.arith import ArithProblems
         from rlrun.tasks.verify import BoxedAnswerVerifier
 
-        return ArithProblems(seed=seed).held_out(n or 256), BoxedAnswerVerifier()
-    from rlrun.tasks.jsonl_data import DatasetProblems, builtin_names
+        return ArithProblems(seed=seed).held_out(n), verifiers.setdefault("boxed", BoxedAnswerVerifier())
+    from rlrun.tasks.jsonl_data import DEFAULT_PROMPT, DatasetProblems
     from rlrun.tasks.math_verifier import MathVerifier
 
-    if name.removeprefix("builtin:") not in builtin_names():
-        raise SystemExit(f"rlrun-eval: error: --data {name} is not a benchmark; valid: arith, "
-                         + ", ".join(builtin_names()))
-    source = DatasetProblems(path=f"builtin:{name.removeprefix('builtin:')}", seed=seed)
-    return source.held_out(n or 10**9), MathVerifier(timeout_s=timeout)
+    source = DatasetProblems(path=f"builtin:{name}", seed=seed, prompt=prompt or DEFAULT_PROMPT)
+    if "math" not in verifiers:
+        verifiers["math"] = MathVerifier(timeout_s=timeout_s)
+    return source.held_out(n), verifiers["math"]
 
 
 def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, float]:
@@ -114,27 +151,90 @@ def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, flo
     return out
 
 
+def read_baseline(path: str) -> dict:
+    """The ``eval`` results (``{benchmark: {budget_<N>: {acc, mean_tokens, ...}}}``) of an earlier
+    evaluation: an ``eval.json`` rlrun-eval wrote, a run's ``summary.json``, or a directory holding
+    one (its ``summary.json`` when that has results, since rlrun-eval adds its own there, else its
+    ``eval.json``). ValueError with a one-line reason when there are none."""
+    where = Path(path)
+    if not where.exists():
+        raise ValueError(f"--baseline={path}: no such file or directory")
+    files = [where / "summary.json", where / "eval.json"] if where.is_dir() else [where]
+    for file in files:
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--baseline={path}: {file.name} cannot be read: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        results = data.get("eval") if isinstance(data, dict) else None
+        if isinstance(results, dict) and results:
+            return results
+    raise ValueError(f"--baseline={path}: no \"eval\" results in {', '.join(f.name for f in files)}; "
+                     "give an eval.json written by rlrun-eval, or a run dir or summary.json holding one")
+
+
+def baseline_point(baseline: dict, name: str, budget: int) -> dict | None:
+    """The baseline's result for one benchmark and budget, when it has accuracy and mean tokens."""
+    budgets = baseline.get(name)
+    point = budgets.get(f"budget_{budget}") if isinstance(budgets, dict) else None
+    if isinstance(point, dict) and all(isinstance(point.get(k), (int, float)) for k in ("acc", "mean_tokens")):
+        return point
+    return None
+
+
+def check_shared(baseline: dict, path: str, names: list[str], budgets: list[int]) -> None:
+    """ValueError unless the baseline has at least one of this evaluation's benchmark/budget pairs."""
+    if any(baseline_point(baseline, n, b) is not None for n in names for b in budgets):
+        return
+    has = "; ".join(f"{n} at {', '.join(v)}" for n, v in baseline.items() if isinstance(v, dict))
+    raise ValueError(f"--baseline={path} shares no benchmark and budget with this evaluation "
+                     f"({', '.join(names)} at budget_{', budget_'.join(map(str, budgets))}); it has: {has}")
+
+
+def add_aes(m: dict, base: dict) -> None:
+    """``aes`` of a result against the baseline's (O1-Pruner's AES, weights ``AES_WEIGHTS``), with
+    the baseline's numbers beside it; ``aes`` is None when the baseline's accuracy or length is 0
+    (the relative changes are then undefined)."""
+    from rlrun.core.evaluation import aes
+
+    m["baseline_acc"], m["baseline_mean_tokens"] = float(base["acc"]), float(base["mean_tokens"])
+    try:
+        m["aes"] = aes(m["acc"], m["mean_tokens"], m["baseline_acc"], m["baseline_mean_tokens"], **AES_WEIGHTS)
+    except ValueError:
+        m["aes"] = None
+
+
+def fail(message: str) -> None:
+    """Exit as argparse does on a bad argument: one line on stderr, status 2."""
+    print(f"rlrun-eval: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    names = [name.removeprefix("builtin:") for name in args.data.split(",")]
+    baseline = None
+    try:
+        for name in names:
+            check_benchmark(name, "--data ")
+        if args.baseline is not None:
+            baseline = read_baseline(args.baseline)
+            check_shared(baseline, args.baseline, names, args.budget_list)
+    except ValueError as exc:
+        fail(str(exc))
     from rlrun.engines.rollout.hf import HFRollout
 
     spec, run_dir = model_spec(args.model, args.tokenizer)
     rollout = HFRollout(spec, temperature=args.temperature, top_p=args.top_p)
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    print(f"{'benchmark':<16}{'budget':>8}{'acc':>8}{'pass@' + str(args.k):>9}{'tokens':>9}{'truncated':>11}")
-    for name in args.data.split(","):
-        problems, verifier = benchmark(name, args.n, args.seed, args.timeout)
-        for budget in args.budget_list:
-            m = evaluate_at(rollout, problems, verifier, budget, args)
-            results.setdefault(name, {})[f"budget_{budget}"] = m
-            print(f"{name:<16}{budget:>8}{m['acc']:>8.3f}{m[f'pass@{args.k}']:>9.3f}{m['mean_tokens']:>9.1f}"
-                  f"{m['truncated_frac']:>11.3f}", flush=True)
-        if hasattr(verifier, "close"):
-            verifier.close()
+    results = evaluate_all(rollout, names, args, baseline)
     out_dir = Path(args.out or run_dir or os.getcwd())
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"model": args.model, "k": args.k, "temperature": args.temperature, "top_p": args.top_p,
               "seed": args.seed, "lcpo": args.lcpo, "eval": results}
+    if args.baseline is not None:
+        record.update(baseline=args.baseline, aes_weights=AES_WEIGHTS)
     (out_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
     summary = out_dir / "summary.json"
     if summary.is_file():  # a run dir: rlrun-pareto reads the budgets from its summary
@@ -143,6 +243,32 @@ def main(argv: list[str] | None = None) -> None:
         summary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out_dir / 'eval.json'}")
     sys.stdout.flush()
+
+
+def evaluate_all(rollout, names: list[str], args, baseline: dict | None) -> dict:
+    """Every benchmark at every budget, printed as a table row each (with AES against the baseline
+    where it has the same benchmark and budget); ``{benchmark: {budget_<N>: metrics}}``."""
+    results: dict[str, dict[str, dict]] = {}
+    verifiers: dict = {}
+    aes_head = f"{'aes':>9}" if baseline is not None else ""
+    print(f"{'benchmark':<16}{'budget':>8}{'acc':>8}{'pass@' + str(args.k):>9}{'tokens':>9}{'truncated':>11}"
+          + aes_head)
+    for name in names:
+        problems, verifier = benchmark(name, args.n or (256 if name == "arith" else 10**9), args.seed,
+                                       args.timeout, verifiers=verifiers)
+        for budget in args.budget_list:
+            m = evaluate_at(rollout, problems, verifier, budget, args)
+            base = baseline_point(baseline, name, budget) if baseline is not None else None
+            if base is not None:
+                add_aes(m, base)
+            results.setdefault(name, {})[f"budget_{budget}"] = m
+            aes_cell = "" if baseline is None else f"{m['aes']:>9.3f}" if m.get("aes") is not None else f"{'-':>9}"
+            print(f"{name:<16}{budget:>8}{m['acc']:>8.3f}{m[f'pass@{args.k}']:>9.3f}{m['mean_tokens']:>9.1f}"
+                  f"{m['truncated_frac']:>11.3f}{aes_cell}", flush=True)
+    for verifier in verifiers.values():
+        if hasattr(verifier, "close"):
+            verifier.close()
+    return results
 
 
 if __name__ == "__main__":

@@ -24,20 +24,66 @@ def timed(times: dict[str, float], stage: str):
     times[f"time/{stage}_s"] = times.get(f"time/{stage}_s", 0.0) + time.perf_counter() - start
 
 
-def evaluate(run, problems, step: int = 0) -> dict[str, float]:
-    """Accuracy and length of ``eval.samples`` samples per held-out problem, reduced over ranks, with
-    the prompts and budgets of the curriculum at step 0 (``eval.budget=start``: the cap the run
-    starts with, so start and end compare at the same cap) or at ``step`` (``eval.budget=current``:
-    the budget a shrinking curriculum has reached); then again at each cap of ``eval.budgets``
-    (``budget_<N>/acc`` ...: the points of a length/accuracy curve)."""
+def evaluate(run, problems, step: int = 0, verifier=None) -> dict[str, float]:
+    """Accuracy and length of ``eval.samples`` samples per problem of one evaluation set, reduced
+    over ranks, with the prompts and budgets of the curriculum at step 0 (``eval.budget=start``: the
+    cap the run starts with, so start and end compare at the same cap) or at ``step``
+    (``eval.budget=current``: the budget a shrinking curriculum has reached); then again at each cap
+    of ``eval.budgets`` (``budget_<N>/acc`` ...: the points of a length/accuracy curve). Answers are
+    checked by ``verifier`` (default: the data group's); the checks it failed or timed out on during
+    the evaluation are counted (``verify_errors``, ``verify_timeouts``, ...) when it counts them."""
+    verifier = run.verifier if verifier is None else verifier
     k = run.settings.eval.samples
     share, budgets = rank_share(run, problems, step if run.settings.eval.budget == "current" else 0)
-    result, _ = sample_and_score(run.rollout, run.verifier, share, k, budgets)
+    result, _ = sample_and_score(run.rollout, verifier, share, k, budgets)
     result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())
     for cap in run.settings.eval.budgets:
-        at_cap, _ = sample_and_score(run.rollout, run.verifier, share, k, [cap] * len(share))
+        at_cap, _ = sample_and_score(run.rollout, verifier, share, k, [cap] * len(share))
         result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
+    result.update({key.replace("/", "_"): v for key, v in verifier_counts(verifier).items()})
     return result
+
+
+def eval_sets(run) -> dict[str, tuple[list, object]]:
+    """The evaluation's sets by metric name, each ``(problems, verifier)``: ``heldout``, the data
+    group's held-out split and verifier, then each ``eval.benchmarks`` entry, the first
+    ``eval.problems`` of it (``rlrun.evaluate.benchmark``, the helper ``rlrun-eval`` uses; a
+    vendored set is shown with the data source's prompt template when it has one, so the policy
+    sees the prompt it trains on). Empty when nothing is evaluated."""
+    s = run.settings
+    if not s.eval.at_steps:
+        return {}
+    from rlrun.evaluate import benchmark
+
+    sets = {"heldout": (run.problems.held_out(s.eval.problems), run.verifier)}
+    prompt = getattr(run.problems, "prompt", None)
+    shared: dict = {}  # benchmarks of one kind share a verifier (math-verify's workers start once)
+    for name in s.eval.benchmarks:
+        sets[name] = benchmark(name, s.eval.problems, s.seed, prompt=prompt, verifiers=shared)
+    return sets
+
+
+def end_points(results: dict[str, dict[str, float]], budgets: tuple[int, ...]) -> dict:
+    """``summary["eval"]``, the last evaluation as rlrun-pareto reads it: per set, its result at
+    each ``eval.budgets`` cap (``budget_<N>: {acc, mean_tokens, truncated_frac, ...}``) and, for sets
+    other than ``heldout`` (whose end point is ``summary["end"]``), the plain result (``end``)."""
+    out = {}
+    for name, result in results.items():
+        points = {f"budget_{b}": {key.split("/", 1)[1]: v for key, v in result.items()
+                                  if key.startswith(f"budget_{b}/")} for b in budgets}
+        if name != "heldout":
+            points["end"] = {key: v for key, v in result.items() if "/" not in key}
+        if points:
+            out[name] = points
+    return out
+
+
+def close_verifiers(sets: dict[str, tuple[list, object]]) -> None:
+    """Stop the benchmarks' own verifiers (math-verify's worker processes); not the data group's."""
+    own = {id(v): v for name, (_, v) in sets.items() if name != "heldout"}
+    for verifier in own.values():
+        if hasattr(verifier, "close"):
+            verifier.close()
 
 
 def sample_and_score(rollout, verifier, problems, k: int, budgets: list[int]) -> tuple[dict[str, float], Rollouts]:
@@ -54,7 +100,23 @@ def sample_and_score(rollout, verifier, problems, k: int, budgets: list[int]) ->
     if k > 1:
         correct = dist.gather_cat(verdicts.correct_N).view(-1, k)
         out[f"pass@{k}"] = mean_pass_at_k(correct, k)
+    out.update(target_deviation(rollouts))
     return out, rollouts
+
+
+def target_deviation(rollouts: Rollouts) -> dict[str, float]:
+    """``length_deviation``, the mean |length - target| over ranks (L1's distance, ALGORITHMS.md
+    5.3; :func:`rlrun.core.evaluation.length_deviation`) over the prompts with an LCPO Exact target
+    (``meta["target_tokens"]``, mode ``exact``; a Max target is a ceiling, not a distance); nothing
+    when no rank has one."""
+    exact = [isinstance(p.meta.get("target_tokens"), int) and p.meta.get("target_mode", "exact") == "exact"
+             for p in rollouts.problems]
+    target = torch.tensor([float(p.meta["target_tokens"]) if ok else 0.0
+                           for p, ok in zip(rollouts.problems, exact)])
+    keep_N = torch.tensor(exact, dtype=torch.bool)[rollouts.group_N]
+    gap_N = (rollouts.length_tokens_N.float() - target[rollouts.group_N]).abs()[keep_N]
+    total = dist.all_reduce_sum(torch.tensor([float(gap_N.sum()), float(len(gap_N))], dtype=torch.float64))
+    return {"length_deviation": float(total[0] / total[1])} if total[1] > 0 else {}
 
 
 def gathered_metrics(rollouts, verdicts) -> dict[str, float]:
@@ -226,6 +288,7 @@ def train(run) -> dict:
     """Run ``run.settings.steps`` steps (continuing from a checkpoint when resuming) and return the
     summary that is also written to ``summary.json``."""
     s = run.settings
+    began = time.perf_counter()
     start, summary = 0, {"run_dir": s.out_dir, "steps": s.steps}
     if s.resume:
         start, saved = checkpoint.restore(run, checkpoint.latest(s.resume))
@@ -233,17 +296,16 @@ def train(run) -> dict:
         report.line(f"resumed from {s.resume} after step {start}")
     else:  # each rank its own stream: ranks must not draw the same samples
         checkpoint.seed_all(s.seed + 1000 * dist.rank())
-    held_out = run.problems.held_out(s.eval.problems) if s.eval.at_steps else []
+    sets = eval_sets(run)
 
     def maybe_evaluate(step: int) -> None:
         if step in s.eval.at_steps:
-            result = evaluate(run, held_out, step)
-            summary["start" if step == 0 else "end" if step == s.steps else f"step_{step}"] = result
-            if step == s.steps and s.eval.budgets:  # the run's points for rlrun-pareto
-                summary["eval"] = {"heldout": {f"budget_{b}": {k.split("/", 1)[1]: v for k, v in result.items()
-                                                              if k.startswith(f"budget_{b}/")}
-                                               for b in s.eval.budgets}}
-            run.log(step, {f"eval/heldout/{k}": v for k, v in result.items()})
+            results = {name: evaluate(run, problems, step, verifier) for name, (problems, verifier) in sets.items()}
+            summary["start" if step == 0 else "end" if step == s.steps else f"step_{step}"] = results["heldout"]
+            points = end_points(results, s.eval.budgets) if step == s.steps else {}
+            if points:  # the run's points for rlrun-pareto
+                summary["eval"] = points
+            run.log(step, {f"eval/{name}/{k}": v for name, result in results.items() for k, v in result.items()})
 
     if start == 0:
         maybe_evaluate(0)
@@ -254,6 +316,8 @@ def train(run) -> dict:
         maybe_evaluate(step + 1)
         if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
             checkpoint.save(run, step + 1, extra=summary)
+    summary["seconds"] = time.perf_counter() - began  # this process's wall time, evaluations included
     summary["checkpoint"] = checkpoint.save(run, s.steps, extra=summary)
+    close_verifiers(sets)
     run.finish(summary)
     return summary

@@ -15,7 +15,9 @@ The frontier is computed per benchmark (accuracies of different sets are not com
 start, end and budget points; intermediate ``step_<N>`` evaluations are drawn as the run's
 trajectory but are not candidates, since the frontier compares finished configurations. Each point
 also gets its AES against its run's start on the same benchmark (O1-Pruner weights 1, 3, 5).
-Writes ``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``pareto.svg``.
+Writes ``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``pareto.svg``. A multirun
+(``rlrun -m ...``) does the same by itself when it ends (rlrun.sweep), and logs a W&B sweep run
+when its runs use W&B.
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from rlrun.core.evaluation import aes, pareto_frontier
-from rlrun.pareto_plot import log_pareto_to_wandb, plot_pareto  # they import matplotlib, wandb lazily
+from rlrun.pareto_plot import (  # they import matplotlib, wandb lazily
+    log_pareto_to_wandb,
+    plot_pareto,
+)
 
 AES_WEIGHTS = {"alpha": 1.0, "beta": 3.0, "gamma": 5.0}
 FRONTIER_KINDS = ("start", "end", "eval")
@@ -235,6 +240,13 @@ def write_tables(points: list[Point], curves: list[Curve], out_dir: str) -> list
     return [csv_path, json_path]
 
 
+def write_outputs(points: list[Point], curves: list[Curve], out_dir: str) -> list[str]:
+    """Write pareto.csv, pareto.json, pareto.png and pareto.svg into ``out_dir`` (made if missing);
+    returns their paths. Used by ``rlrun-pareto`` and after a sweep (rlrun.sweep)."""
+    os.makedirs(out_dir, exist_ok=True)
+    return write_tables(points, curves, out_dir) + plot_pareto(points, curves, out_dir)
+
+
 def default_out_dir(paths: list[str]) -> str:
     """The sweep dir (the first path when it is not a run dir itself), else the run dirs' parent."""
     if not _is_run_dir(paths[0]):
@@ -258,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no evaluation found in {args.paths}" +
                      (f" for benchmark {args.benchmark!r}" if args.benchmark else ""))
     out_dir = args.out or default_out_dir(args.paths)
-    os.makedirs(out_dir, exist_ok=True)
-    written = write_tables(points, curves, out_dir) + plot_pareto(points, curves, out_dir)
+    written = write_outputs(points, curves, out_dir)
     for p in sorted(points, key=lambda p: (p.benchmark, p.mean_tokens)):
         mark = "*" if p.on_frontier else " "
         print(f"{mark} {p.benchmark:<10} {p.kind:<5} acc {p.acc:.3f}  tokens {p.mean_tokens:8.1f}  {p.label}")

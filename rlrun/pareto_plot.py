@@ -135,10 +135,14 @@ def plot_pareto(points: list[Point], curves: list[Curve], out_dir: str) -> list[
     return paths
 
 
-def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = None, mode: str = "offline"):
+def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = None, mode: str = "offline",
+                        project: str = "rlrun", job_type: str = "pareto", name: str | None = None,
+                        group: str | None = None, config: dict | None = None):
     """Log the points as a ``wandb.Table`` (``pareto/table``) and a scatter chart of accuracy against
     mean tokens (``pareto/scatter``, ``wandb.plot.scatter``). Without ``run``, starts a run in
-    ``mode`` (offline by default) writing under ``out_dir`` and finishes it. Returns the run."""
+    ``mode`` (offline by default) writing under ``out_dir``, with the given project, job type, name,
+    group and config (``rlrun-pareto --wandb`` and the sweep run of rlrun.sweep), and finishes it.
+    Returns the run."""
     import wandb
 
     columns = ["label", "benchmark", "budget", "acc", "mean_tokens", "on_frontier", "kind", "step"]
@@ -147,8 +151,8 @@ def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = Non
         table.add_data(p.label, p.benchmark, p.budget, p.acc, p.mean_tokens, p.on_frontier, p.kind, p.step)
     own = run is None
     if own:
-        run = wandb.init(project="rlrun", job_type="pareto", dir=out_dir, mode=mode,
-                         settings=wandb.Settings(console="off", silent=True))
+        run = wandb.init(project=project, job_type=job_type, name=name, group=group, config=config or {},
+                         dir=out_dir, mode=mode, settings=wandb.Settings(console="off", silent=True))
     chart = wandb.plot.scatter(table, "mean_tokens", "acc", title="accuracy vs mean tokens")
     run.log({"pareto/table": table, "pareto/scatter": chart})
     if own:

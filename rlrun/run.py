@@ -66,13 +66,20 @@ class EvalSettings:
     first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing. ``budget``:
     the curriculum's prompts and cap of step 0 (``start``) or of the evaluated step (``current``).
     ``samples`` per problem (accuracy = pass@1 averaged over them; pass@k logged when > 1);
-    ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``."""
+    ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``.
+    The data group's held-out split is logged as ``eval/heldout/...``; ``benchmarks`` names further
+    sets evaluated the same way at the same steps (``arith`` or a vendored data set, the first
+    ``problems`` of each, ``rlrun.evaluate.benchmark``), logged as ``eval/<name>/...``.
+    ``every`` K > 0 adds every K-th step (K, 2K, ... <= steps) to ``at_steps`` at validation, so a
+    preset's curve thins out with the run's length (a 2-step debug run evaluates no extra step)."""
 
     problems: int
     at_steps: tuple[int, ...]
+    every: int = 0
     budget: str = "start"
     samples: int = 1
     budgets: tuple[int, ...] = ()
+    benchmarks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,10 +158,15 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     for key in cfg.eval:
         if key not in ev:
             raise ConfigError(f"eval.{key} is not an eval setting{suggest(str(key), ev)}; "
-                              "valid keys of eval: problems, at_steps, budget, samples, budgets")
-    at_steps = tuple(sorted(set(ev["at_steps"])))
+                              f"valid keys of eval: {', '.join(ev)}")
+    every = ev["every"]
+    if every < 0:
+        raise ConfigError(f"eval.every={every} must be >= 0 (0: only the steps of eval.at_steps)")
+    periodic = range(every, top["steps"] + 1, every) if every else ()
+    at_steps = tuple(sorted(set(ev["at_steps"]) | set(periodic)))
     settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(
-        ev["problems"], at_steps, ev["budget"], ev["samples"], tuple(ev["budgets"])))
+        ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
+        tuple(ev["benchmarks"])))
     check_ranges(settings)
     return settings
 
@@ -179,9 +191,27 @@ def check_ranges(s: Settings) -> None:
                           f"({list(s.eval.budgets)}) must be >= 1")
     if s.eval.budget not in EVAL_BUDGETS:
         raise ConfigError(f"eval.budget={s.eval.budget} is not valid; choose one of {', '.join(EVAL_BUDGETS)}")
+    check_benchmarks(s.eval.benchmarks)
     if s.resume is not None and not os.path.isdir(s.resume):
         raise ConfigError(f"resume={s.resume} is not a directory; give a checkpoint directory "
                           "or resume=null")
+
+
+def check_benchmarks(names: tuple[str, ...]) -> None:
+    """Every ``eval.benchmarks`` entry is a benchmark ``rlrun.evaluate.benchmark`` builds, once
+    (``heldout`` is the data group's own split, always evaluated, so it is not one)."""
+    if not names:
+        return
+    from rlrun.evaluate import check_benchmark
+
+    given = f"eval.benchmarks=[{','.join(names)}]"
+    for i, name in enumerate(names):
+        try:
+            check_benchmark(name, f"{given}: ")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if name in names[:i]:
+            raise ConfigError(f"{given} lists {name} twice")
 
 
 def validate(cfg: DictConfig, world_size: int, out_dir: str = "") -> Settings:

@@ -16,6 +16,19 @@ from rlrun.loggers.jsonl import JsonlLogger
 MODES = ("offline", "online", "disabled")
 
 
+def multirun_group() -> str | None:
+    """Inside a Hydra multirun, the sweep's W&B group (:func:`rlrun.sweep.sweep_group`), the group
+    of the sweep's own Pareto run too, so W&B shows a sweep's runs together; else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    from rlrun.sweep import sweep_group
+
+    return sweep_group(HydraConfig.get().sweep.dir)
+
+
 class WandbLogger:
     def __init__(
         self,
@@ -24,6 +37,7 @@ class WandbLogger:
         project: str = "rlrun",
         name: str | None = None,
         config: dict[str, Any] | None = None,
+        group: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"logger.mode={mode!r} is not one of {list(MODES)}")
@@ -42,6 +56,7 @@ class WandbLogger:
             id=run_id,
             resume="allow",
             config=config or {},
+            group=group or multirun_group(),
             settings=wandb.Settings(console="off", silent=True),
         )
 

@@ -25,6 +25,7 @@ from rlrun.tasks.verify import BoxedAnswerVerifier
 from rlrun.types import Problem
 
 _TRACE_STREAM = 3
+_INSTRUCT_STREAM = 5
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,13 @@ class SFTConfig:
     grad_clip: float = 1.0
     norm_tokens: float = 128.0  # ~ mean response length of the traces (+EOS)
     mix: TraceMix = field(default_factory=TraceMix)
+    # The share of prompts that end with an L1 length instruction ("Think for [maximum] N tokens.",
+    # N ~ U{instruction_min..instruction_max}, Max phrasing with probability instruction_max_frac)
+    # whose N is unrelated to the trace: the model learns to read the sentence, not to obey it.
+    instructed_frac: float = 0.0
+    instruction_min: int = 100
+    instruction_max: int = 200
+    instruction_max_frac: float = 0.5
 
 
 def lr_at(progress: float, cfg: SFTConfig) -> float:
@@ -66,10 +74,27 @@ def encode_examples(tokenizer, problems: list[Problem], responses: list[str]):
 
 
 def training_batch(step: int, cfg: SFTConfig, tokenizer):
-    """The deterministic batch of ``step``: problems from the training stream, fresh traces."""
+    """The deterministic batch of ``step``: problems from the training stream, fresh traces (and,
+    with ``instructed_frac`` > 0, a length instruction unrelated to the trace on that share of
+    the prompts)."""
     problems = ArithProblems(cfg.seed, cfg.digits).batch(step, cfg.batch_size)
     rng = np.random.default_rng([cfg.seed, _TRACE_STREAM, step])
-    return encode_examples(tokenizer, problems, [sample_trace(p, rng, cfg.mix) for p in problems])
+    traces = [sample_trace(p, rng, cfg.mix) for p in problems]
+    if cfg.instructed_frac > 0:
+        picked = np.random.default_rng([cfg.seed, _INSTRUCT_STREAM, step]).random(len(problems))
+        instructed = instruct(problems, cfg)
+        problems = [q if u < cfg.instructed_frac else p for p, q, u in zip(problems, instructed, picked)]
+    return encode_examples(tokenizer, problems, traces)
+
+
+def instruct(problems: list[Problem], cfg: SFTConfig) -> list[Problem]:
+    """``problems`` with LCPO's length instruction appended (the text ``algo=lcpo`` writes), its N
+    drawn per problem in ``[instruction_min, instruction_max]``."""
+    from rlrun.core.lcpo import LengthInstruction
+
+    transform = LengthInstruction(cfg.seed, cfg.instruction_min, cfg.instruction_max,
+                                  cfg.instruction_max_frac)
+    return transform(problems, 0)
 
 
 def sft_loss(model, ids: torch.Tensor, labels: torch.Tensor, cfg: SFTConfig) -> torch.Tensor:

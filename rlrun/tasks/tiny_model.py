@@ -14,6 +14,18 @@ Rebuild and re-ship the weights (prints held-out accuracy at T=1.0 and mean resp
                                                              # alone on 2 cores, ~24 min shared)
     python -m rlrun.tasks.tiny_model build --seconds 420     # or a wall-clock budget
     python -m rlrun.tasks.tiny_model evaluate                # the cached / shipped model
+
+The *instructed* variant (``model=tiny_instructed``, ``$RLRUN_CACHE/tiny-arith-instructed-v1``) is
+the tiny model after 800 more SFT steps in which half the prompts end with L1's length instruction
+("Think for N tokens." / "Think for maximum N tokens.", N ~ U{100..200}) whose N has nothing to do
+with the trace. It reads the sentence (its accuracy does not drop when a prompt carries one) but
+has not learnt to obey it: the position of an L1 paper's base model, which understands the words
+but ignores the budget, so that LCPO has something to learn on CPU. The shipped tiny model, which
+never saw the sentence, gets every instructed prompt wrong. ``make compare-embedded`` starts every
+method from this variant (same warm start for all)::
+
+    python -m rlrun.tasks.tiny_model build --variant instructed --ship   # ~5 min alone on 2 cores
+    python -m rlrun.tasks.tiny_model evaluate --variant instructed
 """
 from __future__ import annotations
 
@@ -30,11 +42,15 @@ import torch
 
 from rlrun.engines.model import ModelSpec, load_tokenizer
 from rlrun.tasks.arith import ArithProblems
-from rlrun.tasks.sft import SFTConfig, evaluate, train
+from rlrun.tasks.sft import SFTConfig, evaluate, instruct, train
 from rlrun.tasks.tokenizer import save_tokenizer
 
 CACHE_NAME = "tiny-arith-v1"
 SHIPPED_DIR = Path(__file__).with_name("tiny_model")
+INSTRUCTED_NAME = "tiny-arith-instructed-v1"
+INSTRUCTED_SHIPPED_DIR = Path(__file__).with_name("tiny_model_instructed")
+# continued from the shipped tiny model: lower peak lr, half the prompts instructed
+INSTRUCTED_SFT = SFTConfig(steps=800, lr=1e-3, warmup_frac=0.05, instructed_frac=0.5)
 EVAL_PROBLEMS = 256
 
 
@@ -56,8 +72,8 @@ def cache_root() -> Path:
     return Path(xdg).expanduser() / "rlrun"
 
 
-def tiny_model_dir() -> Path:
-    return cache_root() / CACHE_NAME
+def tiny_model_dir(variant: str = "base") -> Path:
+    return cache_root() / (INSTRUCTED_NAME if variant == "instructed" else CACHE_NAME)
 
 
 def is_complete(directory: Path) -> bool:
@@ -101,14 +117,54 @@ def tiny_model_spec(dtype: str = "float32") -> ModelSpec:
                      dtype=dtype)
 
 
+def tiny_instructed_spec(dtype: str = "float32") -> ModelSpec:
+    """The instructed variant's :class:`ModelSpec` (module docstring), installed on first use from
+    the package or, if the package has none, built from the tiny model (~5 min alone)."""
+    target = tiny_model_dir("instructed")
+    if not is_complete(target):
+        if is_complete(INSTRUCTED_SHIPPED_DIR):
+            _install(_copy_tree(INSTRUCTED_SHIPPED_DIR), target)
+        else:
+            print(f"rlrun: no shipped instructed tiny model, training one into {target}", file=sys.stderr)
+            _install(lambda staging: build_instructed(staging, INSTRUCTED_SFT), target)
+    return ModelSpec(path=str(target / "model"), tokenizer_path=str(target / "tokenizer"),
+                     dtype=dtype)
+
+
 def evaluate_dir(directory: Path, digits: int = 3, n: int = EVAL_PROBLEMS, seed: int = 0,
-                 temperature: float = 1.0) -> dict[str, float]:
-    """Held-out metrics of the model in ``directory``, loaded the way rlrun loads any model."""
+                 temperature: float = 1.0, instructed: SFTConfig | None = None) -> dict[str, float]:
+    """Held-out metrics of the model in ``directory``, loaded the way rlrun loads any model; with
+    ``instructed``, every prompt carries that config's length instruction."""
     from rlrun.engines.rollout.hf import HFRollout
 
     spec = ModelSpec(path=str(directory / "model"), tokenizer_path=str(directory / "tokenizer"))
     rollout = HFRollout(spec, temperature=temperature)
-    return evaluate(rollout, ArithProblems(seed, digits).held_out(n), seed=seed)
+    problems = ArithProblems(seed, digits).held_out(n)
+    if instructed is not None:
+        problems = instruct(problems, instructed)
+    return evaluate(rollout, problems, seed=seed)
+
+
+def build_instructed(out: Path, cfg: SFTConfig) -> dict:
+    """Continue the tiny model's SFT with ``cfg`` (instructed prompts) and save it to ``out``;
+    returns the build record with held-out metrics on plain and on instructed prompts."""
+    from transformers import Qwen2ForCausalLM
+
+    out = Path(out)
+    base = Path(tiny_model_spec().path).parent
+    shutil.copytree(base / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
+    tokenizer = load_tokenizer(ModelSpec(path=str(out / "tokenizer")))
+    model = Qwen2ForCausalLM.from_pretrained(str(base / "model"), dtype=torch.float32)
+    run = train(model, tokenizer, cfg)
+    model.save_pretrained(str(out / "model"))
+    settings = {"problems": EVAL_PROBLEMS, "temperature": 1.0, "top_p": 1.0}
+    record = {"name": INSTRUCTED_NAME, "from": CACHE_NAME, "sft": asdict(cfg), "run": run,
+              "eval": {**settings, **evaluate_dir(out, cfg.digits, seed=cfg.seed)},
+              "eval_instructed": {**settings, **evaluate_dir(out, cfg.digits, seed=cfg.seed,
+                                                             instructed=cfg)},
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "build_info.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def build(out: Path, cfg: SFTConfig) -> dict:
@@ -149,29 +205,41 @@ def main(argv: list[str] | None = None) -> None:
     make.add_argument("--seconds", type=float, default=None, help="wall-clock budget instead")
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--out", type=Path, default=None, help=f"default: the cache, {CACHE_NAME}")
-    make.add_argument("--ship", action="store_true", help=f"also copy it into {SHIPPED_DIR}")
+    make.add_argument("--ship", action="store_true", help="also copy it into the package")
     check = sub.add_parser("evaluate", help="held-out accuracy and length of a built model")
     check.add_argument("--dir", type=Path, default=None, help="default: the cached model")
     check.add_argument("--n", type=int, default=EVAL_PROBLEMS)
     check.add_argument("--temperature", type=float, default=1.0)
     for command in (make, check):
         command.add_argument("--threads", type=int, default=2)
+        command.add_argument("--variant", choices=("base", "instructed"), default="base",
+                             help="the tiny model or its instructed variant (module docstring)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    instructed = args.variant == "instructed"
     if args.command == "evaluate":
-        directory = args.dir or Path(tiny_model_spec().path).parent
+        spec = tiny_instructed_spec() if instructed else tiny_model_spec()
+        directory = args.dir or Path(spec.path).parent
         print(_report(evaluate_dir(directory, n=args.n, temperature=args.temperature)))
+        if instructed:
+            print("instructed prompts: " + _report(evaluate_dir(
+                directory, n=args.n, temperature=args.temperature, instructed=INSTRUCTED_SFT)))
         return
-    cfg = replace(SFTConfig(), steps=args.steps, seconds=args.seconds, seed=args.seed)
-    out = args.out or tiny_model_dir()
-    record = build(out, cfg)
+    base = INSTRUCTED_SFT if instructed else SFTConfig()
+    steps = args.steps if args.steps != SFTConfig.steps else base.steps
+    cfg = replace(base, steps=steps, seconds=args.seconds, seed=args.seed)
+    out = args.out or tiny_model_dir(args.variant)
+    record = build_instructed(out, cfg) if instructed else build(out, cfg)
     record["command"] = "python -m rlrun.tasks.tiny_model " + " ".join(argv or sys.argv[1:])
     (out / "build_info.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.ship:
-        shutil.rmtree(SHIPPED_DIR, ignore_errors=True)
-        shutil.copytree(out, SHIPPED_DIR)
+        shipped = INSTRUCTED_SHIPPED_DIR if instructed else SHIPPED_DIR
+        shutil.rmtree(shipped, ignore_errors=True)
+        shutil.copytree(out, shipped)
     print(f"built {out} in {record['run']['seconds']:.0f} s ({record['run']['steps']} steps)")
     print(_report(record["eval"]))
+    if instructed:
+        print("instructed prompts: " + _report(record["eval_instructed"]))
 
 
 if __name__ == "__main__":

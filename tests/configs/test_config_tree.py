@@ -17,7 +17,14 @@ from rlrun.run import COMPONENTS, NullLogger, accepted, build, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))
-OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+
+
+def group_options(group: str) -> list[str]:
+    """The group's options, those in sub-folders by path (``compare/drpo``)."""
+    return sorted(str(f.relative_to(CONF / group).with_suffix("")) for f in (CONF / group).rglob("*.yaml"))
+
+
+OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
 ENGINES = ("model", "rollout", "trainer", "logger")
 CHEAP = tuple(path for path in COMPONENTS if path.split(".")[0] not in ENGINES)
 
@@ -32,7 +39,8 @@ def overrides_for(group: str, option: str) -> list[str]:
 
 
 def test_the_scan_finds_the_groups_the_package_ships():
-    assert config_groups() == {g: sorted(f.stem for f in (CONF / g).glob("*.yaml")) for g in GROUPS}
+    assert config_groups() == {g: group_options(g) for g in GROUPS}
+    assert "compare/drpo" in config_groups()["experiment"]
     assert {"algo", "reward", "model", "curriculum", "data", "rollout", "trainer", "logger", "eval",
             "experiment", "debug"} <= set(GROUPS)
 

@@ -20,9 +20,10 @@ SLOW = {("trainer", "zero3_offload")}  # first use compiles DeepSpeed's CPU Adam
 
 def options():
     for group in ("model", "rollout", "trainer", "logger", "experiment"):  # algo: test_combinations.py
-        for path in sorted((CONF / group).glob("*.yaml")):
-            marks = [pytest.mark.slow] if (group, path.stem) in SLOW else []
-            yield pytest.param(group, path.stem, marks=marks, id=f"{group}={path.stem}")
+        for path in sorted((CONF / group).rglob("*.yaml")):
+            option = str(path.relative_to(CONF / group).with_suffix(""))
+            marks = [pytest.mark.slow] if (group, option) in SLOW else []
+            yield pytest.param(group, option, marks=marks, id=f"{group}={option}")
 
 
 @pytest.mark.parametrize("group,option", list(options()))

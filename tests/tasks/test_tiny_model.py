@@ -128,3 +128,45 @@ def test_rebuild_reaches_90_percent_at_temperature_one(tmp_path):
     assert record["eval"]["accuracy"] >= 0.9, record["eval"]
     assert record["eval"]["format_ok"] >= 0.95
     assert 100 <= record["eval"]["mean_tokens"] <= 160  # traces average ~130 tokens
+
+
+def test_instructed_batches_carry_the_lcpo_sentence_on_their_share(tokenizer):
+    from rlrun.core.lcpo import LengthInstruction
+    from rlrun.tasks.sft import training_batch
+
+    plain = training_batch(7, SFTConfig(batch_size=64), tokenizer)
+    cfg = SFTConfig(batch_size=64, instructed_frac=0.5)
+    ids, labels = training_batch(7, cfg, tokenizer)
+    # the responses (labels) are the plain batch's: the instruction says nothing about the trace
+    responses = [[t for t in row.tolist() if t != -100] for row in labels]
+    assert responses == [[t for t in row.tolist() if t != -100] for row in plain[1]]
+    prompts = [tokenizer.decode(row[: (lab != -100).nonzero()[0].item()].tolist(), skip_special_tokens=True)
+               for row, lab in zip(ids, labels)]
+    instructed = [p for p in prompts if "Think for" in p]
+    assert 20 <= len(instructed) <= 44  # Binomial(64, 0.5)
+    problems = ArithProblems(cfg.seed).batch(7, 64)
+    expected = LengthInstruction(cfg.seed, 100, 200, 0.5)(problems, 0)
+    assert set(instructed) <= {q.prompt for q in expected}
+    assert any("maximum" in p for p in instructed) and any("maximum" not in p for p in instructed)
+    # with instructed_frac 0 the batch is bit-identical to the plain recipe (the base build's)
+    torch.testing.assert_close(training_batch(7, SFTConfig(batch_size=64, instructed_frac=0.0), tokenizer)[0],
+                               plain[0], rtol=0, atol=0)
+
+
+needs_instructed = pytest.mark.skipif(not tiny_model.is_complete(tiny_model.INSTRUCTED_SHIPPED_DIR),
+                                      reason="no instructed weights shipped in the package")
+
+
+@needs_instructed
+def test_instructed_variant_reads_the_sentence_the_tiny_model_cannot(monkeypatch, tmp_path):
+    """The point of the variant: on prompts ending with "Think for N tokens." it stays accurate,
+    while the tiny model (never shown the sentence) fails them."""
+    monkeypatch.setenv("RLRUN_CACHE", str(tmp_path))
+    spec = tiny_model.tiny_instructed_spec()
+    assert spec.path == str(tmp_path / "tiny-arith-instructed-v1" / "model")
+    problems = tiny_model.instruct(ArithProblems(0).held_out(32), tiny_model.INSTRUCTED_SFT)
+    assert all("Think for" in p.prompt for p in problems)
+    variant = evaluate(HFRollout(spec, temperature=0.0), problems)
+    base = evaluate(HFRollout(tiny_model.tiny_model_spec(), temperature=0.0), problems)
+    assert variant["accuracy"] >= 0.8, variant
+    assert base["accuracy"] <= 0.2, base
