@@ -31,8 +31,24 @@ def shared_overrides(points: list[Point]) -> list[str]:
     return [o for o in labels[0].split(" ") if o in common]
 
 
-def _text(p, shared: list[str]) -> str:
-    text = " ".join(o for o in p.label.split(" ") if o not in shared) or "(shared overrides only)"
+def common_prefix(points: list[Point], shared: list[str]) -> str:
+    """The start every label has once the shared overrides are gone, cut after its last ``/`` or
+    ``=`` (``experiment=compare/`` of ``experiment=compare/drpo``, ``.../lcpo``): said once, in the
+    title, so that the labels keep only what differs."""
+    texts = list(dict.fromkeys(_rest(p.label, shared) for p in points))
+    if len(texts) < 2:
+        return ""
+    prefix = os.path.commonprefix(texts)
+    cut = max(prefix.rfind("/"), prefix.rfind("="))
+    return prefix[: cut + 1] if cut >= 0 and " " not in prefix[: cut + 1] else ""
+
+
+def _rest(label: str, shared: list[str]) -> str:
+    return " ".join(o for o in label.split(" ") if o not in shared)
+
+
+def _text(p, shared: list[str], prefix: str = "") -> str:
+    text = _rest(p.label, shared)[len(prefix):] or "(shared overrides only)"
     if p.kind == "start":
         text += " (start)"
     elif p.kind == "eval" and p.budget is not None:
@@ -40,14 +56,14 @@ def _text(p, shared: list[str]) -> str:
     return textwrap.fill(text, 36, break_long_words=False)
 
 
-def _annotate(ax, points, shared: list[str]) -> None:
+def _annotate(ax, points, shared: list[str], prefix: str = "") -> None:
     """Label every start, end and budget point; points at one spot share one stacked label (starts
     shared by several runs just say so). Labels on the right half extend to the left, and stay out
     of the layout computation so that long ones cannot squeeze the axes away."""
     spots: dict[tuple[float, float, bool], list[str]] = {}
     for p in points:
         if p.kind != "step":
-            spots.setdefault((p.mean_tokens, p.acc, p.kind == "start"), []).append(_text(p, shared))
+            spots.setdefault((p.mean_tokens, p.acc, p.kind == "start"), []).append(_text(p, shared, prefix))
     left, right = ax.get_xlim()
     for (x, y, start), texts in spots.items():
         texts = list(dict.fromkeys(texts))
@@ -60,8 +76,9 @@ def _annotate(ax, points, shared: list[str]) -> None:
 
 
 def _draw_runs(ax, points, curves, colours) -> None:
-    for c in curves:
-        ax.plot(c.mean_tokens, c.acc, "-", color=colours[c.run_dir], alpha=0.45, linewidth=1)
+    for c in curves:  # the trajectory at the run's own cap (curves at the eval.budgets caps: clutter)
+        if c.budget is None:
+            ax.plot(c.mean_tokens, c.acc, "-", color=colours[c.run_dir], alpha=0.45, linewidth=1)
     for run_dir in dict.fromkeys(p.run_dir for p in points):
         budgets = sorted((p for p in points if p.run_dir == run_dir and p.kind == "eval"),
                          key=lambda p: (p.budget is None, p.budget or 0.0))
@@ -85,7 +102,8 @@ def _draw_frontier(ax, points) -> None:
     ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
 
 
-def _legend(ax) -> None:
+def _legend(ax, points, colours, shared: list[str], prefix: str) -> None:
+    """What the markers mean, and (up to 10 runs) which colour is which run."""
     from matplotlib.lines import Line2D
 
     grey = "0.35"
@@ -98,6 +116,10 @@ def _legend(ax) -> None:
         Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
                label="Pareto frontier"),
     ]
+    runs = {p.run_dir: _rest(p.label, shared)[len(prefix):] or "(shared overrides only)" for p in points}
+    if 1 < len(runs) <= 10:
+        handles += [Line2D([], [], marker="o", linestyle="", color=colours[d], label=textwrap.shorten(text, 40))
+                    for d, text in runs.items()]
     ax.legend(handles=handles, fontsize=7, loc="best")
 
 
@@ -115,8 +137,10 @@ def plot_pareto(points: list[Point], curves: list[Curve], out_dir: str) -> list[
     colours = {d: cmap(i % 10) for i, d in enumerate(run_dirs)}
     axes = fig.subplots(1, len(benchmarks), squeeze=False)[0]
     shared = shared_overrides(points)
-    if shared:
-        fig.suptitle(textwrap.fill("every run: " + " ".join(shared), 110, break_long_words=False),
+    prefix = common_prefix(points, shared)
+    said = shared + ([f"{prefix}<label>"] if prefix else [])
+    if said:
+        fig.suptitle(textwrap.fill("every run: " + " ".join(said), 110, break_long_words=False),
                      fontsize=8)
     for ax, benchmark in zip(axes, benchmarks):
         mine = [p for p in points if p.benchmark == benchmark]
@@ -127,8 +151,8 @@ def plot_pareto(points: list[Point], curves: list[Curve], out_dir: str) -> list[
         ax.set_ylabel("accuracy (pass@1)")
         ax.grid(alpha=0.3)
         ax.margins(x=0.12, y=0.08)
-        _annotate(ax, mine, shared)
-        _legend(ax)
+        _annotate(ax, mine, shared, prefix)
+        _legend(ax, mine, colours, shared, prefix)
     paths = [os.path.join(out_dir, "pareto.png"), os.path.join(out_dir, "pareto.svg")]
     fig.savefig(paths[0], dpi=130)
     fig.savefig(paths[1])

@@ -7,7 +7,8 @@ method is the ``experiment=compare/<method>`` override) and ``summary.json`` (th
 evaluations ``start`` and ``end``, 256 questions at T=1.0 and the 256-token cap). Per method:
 
 - final accuracy and mean response tokens (``end``), and their values at the start;
-- % length reduction against the run's start: ``100 * (1 - end_tokens / start_tokens)``;
+- % length reduction against the run's start: ``100 * (1 - end_tokens / start_tokens)`` (JSON/CSV
+  ``reduction_pct``; the table shows the change, negative = shorter);
 - LCPO's mean |length - target| (``end.length_deviation``; held-out prompts carry a target only
   for algo=lcpo, so the other rows have none);
 - AES against the run's start (O1-Pruner, ALGORITHMS.md section 5: weights 1, 3, 5);
@@ -81,14 +82,14 @@ def _fmt(value, digits: int) -> str:
 def markdown(rows: list[dict]) -> str:
     caps = sorted({int(k.split("/")[0][len("budget_"):]) for r in rows for k in r
                    if k.startswith("budget_") and k.endswith("/acc")})
-    head = ["method", "acc start → end", "tokens start → end", "length cut", "AES", "LCPO |len − target|"]
+    head = ["method", "acc start → end", "tokens start → end", "length change", "AES", "LCPO |len − target|"]
     head += [f"acc / tokens at cap {c}" for c in caps] + ["wall time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         deviation = ("–" if r["length_deviation"] is None else
                      f"{r['start_length_deviation']:.1f} → {r['length_deviation']:.1f}")
         cells = [NAMES.get(r["method"], r["method"]), f"{r['start_acc']:.3f} → {r['acc']:.3f}",
-                 f"{r['start_tokens']:.1f} → {r['mean_tokens']:.1f}", f"{r['reduction_pct']:+.1f} %",
+                 f"{r['start_tokens']:.1f} → {r['mean_tokens']:.1f}", f"{-r['reduction_pct']:+.1f} %",
                  _fmt(r["aes"], 3), deviation]
         cells += [f"{_fmt(r.get(f'budget_{c}/acc'), 3)} / {_fmt(r.get(f'budget_{c}/mean_tokens'), 1)}"
                   for c in caps]

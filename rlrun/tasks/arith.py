@@ -162,6 +162,17 @@ def worked_trace(a: int, b: int, digits: int, rechecks: tuple[int, ...] = ()) ->
     return f"<think>\n{''.join(lines)}so {answer}\n{''.join(checks)}</think>\n\\boxed{{{answer}}}"
 
 
+def terse_trace(a: int, b: int, digits: int) -> str:
+    """A compressed chain of thought: one ``x+y=tt`` line per column, units first, without the
+    carry (neither added in nor written down), then the answer:
+    ``<think>\n7+8=15\n4+0=04\n3+7=10\nso 1055\n</think>\n\boxed{1055}``. About half the worked
+    trace's length; the carries must be added while writing the answer, in one go, so the model gets
+    these wrong more often when a column carries: a shortcut that trades accuracy for length (on
+    the hard questions), the trade-off a naive length penalty falls into."""
+    lines = "".join(f"{x}+{y}={x + y:02d}\n" for x, y, _, _ in columns(a, b, digits))
+    return f"<think>\n{lines}so {a + b}\n</think>\n\\boxed{{{a + b}}}"
+
+
 def short_trace(a: int, b: int) -> str:
     """A direct answer with an empty chain of thought (what underthinking looks like)."""
     return f"<think></think>\n\\boxed{{{a + b}}}"
@@ -170,15 +181,18 @@ def short_trace(a: int, b: int) -> str:
 @dataclass(frozen=True)
 class TraceMix:
     """Shares of the warm-start traces: ``short_frac`` direct answers, ``recheck_frac`` worked
-    traces padded with ``1..max_rechecks`` re-checks (uniform), the rest plain worked traces."""
+    traces padded with ``1..max_rechecks`` re-checks (uniform), ``terse_frac`` compressed traces
+    (:func:`terse_trace`), the rest plain worked traces."""
 
     recheck_frac: float = 0.4
     short_frac: float = 0.03
     max_rechecks: int = 3
+    terse_frac: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (0 <= self.short_frac <= 0.05 and 0 <= self.recheck_frac <= 1 - self.short_frac):
-            raise ValueError(f"{self}: need short_frac <= 0.05 and recheck + short <= 1")
+        if not (0 <= self.short_frac <= 0.05 and 0 <= self.recheck_frac and 0 <= self.terse_frac
+                and self.short_frac + self.recheck_frac + self.terse_frac <= 1):
+            raise ValueError(f"{self}: need short_frac <= 0.05 and recheck + short + terse <= 1")
         if self.max_rechecks < 1:
             raise ValueError(f"max_rechecks={self.max_rechecks} must be >= 1")
 
@@ -193,4 +207,6 @@ def sample_trace(problem: Problem, rng: np.random.Generator, mix: TraceMix = Tra
         count = int(rng.integers(1, mix.max_rechecks + 1))
         picked = rng.choice(digits, size=count, replace=count > digits)
         return worked_trace(a, b, digits, tuple(int(k) for k in picked))
+    if u < mix.short_frac + mix.recheck_frac + mix.terse_frac:
+        return terse_trace(a, b, digits)
     return worked_trace(a, b, digits)

@@ -154,6 +154,8 @@ def evaluate(rollout, problems: list[Problem], max_new_tokens: int = 256, seed: 
     texts = rollouts.texts
     verdicts = BoxedAnswerVerifier()(rollouts)
     short = torch.tensor([t.startswith("<think></think>") for t in texts], dtype=torch.bool)
+    terse = torch.tensor([t.startswith("<think>\n") and "=" in t.split("\n")[1] and "," not in t.split("\n")[1]
+                          for t in texts], dtype=torch.bool)  # terse_trace: "x+y=tt" lines, no ", write"
     recheck_chars = sum(len(line) + 1 for t in texts for line in t.split("\n")
                         if line.startswith("wait,"))
     return {
@@ -165,4 +167,6 @@ def evaluate(rollout, problems: list[Problem], max_new_tokens: int = 256, seed: 
         "recheck_token_frac": recheck_chars / max(1, int(rollouts.length_tokens_N.sum())),
         "short_frac": short.float().mean().item(),
         "short_accuracy": verdicts.correct_N[short].mean().item() if short.any() else float("nan"),
+        "terse_frac": terse.float().mean().item(),
+        "terse_accuracy": verdicts.correct_N[terse].mean().item() if terse.any() else float("nan"),
     }

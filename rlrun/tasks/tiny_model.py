@@ -15,17 +15,26 @@ Rebuild and re-ship the weights (prints held-out accuracy at T=1.0 and mean resp
     python -m rlrun.tasks.tiny_model build --seconds 420     # or a wall-clock budget
     python -m rlrun.tasks.tiny_model evaluate                # the cached / shipped model
 
-The *instructed* variant (``model=tiny_instructed``, ``$RLRUN_CACHE/tiny-arith-instructed-v1``) is
-the tiny model after 800 more SFT steps in which half the prompts end with L1's length instruction
-("Think for N tokens." / "Think for maximum N tokens.", N ~ U{100..200}) whose N has nothing to do
-with the trace. It reads the sentence (its accuracy does not drop when a prompt carries one) but
-has not learnt to obey it: the position of an L1 paper's base model, which understands the words
-but ignores the budget, so that LCPO has something to learn on CPU. The shipped tiny model, which
-never saw the sentence, gets every instructed prompt wrong. ``make compare-embedded`` starts every
-method from this variant (same warm start for all)::
+The *compare* variant (``model=tiny_compare``, ``$RLRUN_CACHE/tiny-arith-compare-v1``), the common
+warm start of ``make compare-embedded``, is the tiny model after 800 more SFT steps on a mix with two
+additions:
 
-    python -m rlrun.tasks.tiny_model build --variant instructed --ship   # ~5 min alone on 2 cores
-    python -m rlrun.tasks.tiny_model evaluate --variant instructed
+- half the prompts end with L1's length instruction ("Think for N tokens." / "Think for maximum N
+  tokens.", N ~ U{100..200}) whose N has nothing to do with the trace. The model reads the sentence
+  (its accuracy does not drop when a prompt carries one) but has not learnt to obey it: the
+  position of an L1 paper's base model, which understands the words but ignores the budget, so that
+  LCPO has something to learn. The tiny model, which never saw it, gets every such prompt wrong.
+- 20 % of the traces are terse (:func:`rlrun.tasks.arith.terse_trace`: ``x+y=tt`` per column with
+  the carries left to the answer line, ~58 tokens instead of ~118), which the model gets right less
+  often: a shortcut that buys length with accuracy, the trade-off a naive length penalty falls into
+  and the length-aware methods claim to avoid. Without it the task has no trade-off to show: every
+  length method ends at the re-check-free ~117 tokens with no accuracy lost (README, "Comparison on
+  the built-in task").
+
+::
+
+    python -m rlrun.tasks.tiny_model build --variant compare --ship   # ~6 min alone on 2 cores
+    python -m rlrun.tasks.tiny_model evaluate --variant compare
 """
 from __future__ import annotations
 
@@ -41,16 +50,17 @@ from pathlib import Path
 import torch
 
 from rlrun.engines.model import ModelSpec, load_tokenizer
-from rlrun.tasks.arith import ArithProblems
+from rlrun.tasks.arith import ArithProblems, TraceMix
 from rlrun.tasks.sft import SFTConfig, evaluate, instruct, train
 from rlrun.tasks.tokenizer import save_tokenizer
 
 CACHE_NAME = "tiny-arith-v1"
 SHIPPED_DIR = Path(__file__).with_name("tiny_model")
-INSTRUCTED_NAME = "tiny-arith-instructed-v1"
-INSTRUCTED_SHIPPED_DIR = Path(__file__).with_name("tiny_model_instructed")
-# continued from the shipped tiny model: lower peak lr, half the prompts instructed
-INSTRUCTED_SFT = SFTConfig(steps=800, lr=1e-3, warmup_frac=0.05, instructed_frac=0.5)
+COMPARE_NAME = "tiny-arith-compare-v1"
+COMPARE_SHIPPED_DIR = Path(__file__).with_name("tiny_model_compare")
+# continued from the shipped tiny model: lower peak lr, half the prompts instructed, terse traces
+COMPARE_SFT = SFTConfig(steps=800, lr=1e-3, warmup_frac=0.05, instructed_frac=0.5,
+                        mix=TraceMix(terse_frac=0.2))
 EVAL_PROBLEMS = 256
 
 
@@ -73,7 +83,7 @@ def cache_root() -> Path:
 
 
 def tiny_model_dir(variant: str = "base") -> Path:
-    return cache_root() / (INSTRUCTED_NAME if variant == "instructed" else CACHE_NAME)
+    return cache_root() / (COMPARE_NAME if variant == "compare" else CACHE_NAME)
 
 
 def is_complete(directory: Path) -> bool:
@@ -117,16 +127,16 @@ def tiny_model_spec(dtype: str = "float32") -> ModelSpec:
                      dtype=dtype)
 
 
-def tiny_instructed_spec(dtype: str = "float32") -> ModelSpec:
-    """The instructed variant's :class:`ModelSpec` (module docstring), installed on first use from
-    the package or, if the package has none, built from the tiny model (~5 min alone)."""
-    target = tiny_model_dir("instructed")
+def tiny_compare_spec(dtype: str = "float32") -> ModelSpec:
+    """The compare variant's :class:`ModelSpec` (module docstring), installed on first use from
+    the package or, if the package has none, built from the tiny model (~6 min alone)."""
+    target = tiny_model_dir("compare")
     if not is_complete(target):
-        if is_complete(INSTRUCTED_SHIPPED_DIR):
-            _install(_copy_tree(INSTRUCTED_SHIPPED_DIR), target)
+        if is_complete(COMPARE_SHIPPED_DIR):
+            _install(_copy_tree(COMPARE_SHIPPED_DIR), target)
         else:
-            print(f"rlrun: no shipped instructed tiny model, training one into {target}", file=sys.stderr)
-            _install(lambda staging: build_instructed(staging, INSTRUCTED_SFT), target)
+            print(f"rlrun: no shipped compare tiny model, training one into {target}", file=sys.stderr)
+            _install(lambda staging: build_compare(staging, COMPARE_SFT), target)
     return ModelSpec(path=str(target / "model"), tokenizer_path=str(target / "tokenizer"),
                      dtype=dtype)
 
@@ -145,8 +155,8 @@ def evaluate_dir(directory: Path, digits: int = 3, n: int = EVAL_PROBLEMS, seed:
     return evaluate(rollout, problems, seed=seed)
 
 
-def build_instructed(out: Path, cfg: SFTConfig) -> dict:
-    """Continue the tiny model's SFT with ``cfg`` (instructed prompts) and save it to ``out``;
+def build_compare(out: Path, cfg: SFTConfig) -> dict:
+    """Continue the tiny model's SFT with ``cfg`` (instructed prompts, terse traces) into ``out``;
     returns the build record with held-out metrics on plain and on instructed prompts."""
     from transformers import Qwen2ForCausalLM
 
@@ -158,7 +168,7 @@ def build_instructed(out: Path, cfg: SFTConfig) -> dict:
     run = train(model, tokenizer, cfg)
     model.save_pretrained(str(out / "model"))
     settings = {"problems": EVAL_PROBLEMS, "temperature": 1.0, "top_p": 1.0}
-    record = {"name": INSTRUCTED_NAME, "from": CACHE_NAME, "sft": asdict(cfg), "run": run,
+    record = {"name": COMPARE_NAME, "from": CACHE_NAME, "sft": asdict(cfg), "run": run,
               "eval": {**settings, **evaluate_dir(out, cfg.digits, seed=cfg.seed)},
               "eval_instructed": {**settings, **evaluate_dir(out, cfg.digits, seed=cfg.seed,
                                                              instructed=cfg)},
@@ -192,7 +202,8 @@ def _report(metrics: dict[str, float]) -> str:
             f"mean response tokens: {metrics['mean_tokens']:.1f}  "
             f"format_ok: {metrics['format_ok']:.3f}  re-check share of tokens: "
             f"{metrics['recheck_token_frac']:.3f}  short answers: {metrics['short_frac']:.3f} "
-            f"(accuracy {metrics['short_accuracy']:.2f})  "
+            f"(accuracy {metrics['short_accuracy']:.2f})  terse: {metrics.get('terse_frac', 0):.3f} "
+            f"(accuracy {metrics.get('terse_accuracy', float('nan')):.2f})  "
             f"truncated: {metrics['truncated_frac']:.3f}")
 
 
@@ -212,28 +223,28 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--temperature", type=float, default=1.0)
     for command in (make, check):
         command.add_argument("--threads", type=int, default=2)
-        command.add_argument("--variant", choices=("base", "instructed"), default="base",
-                             help="the tiny model or its instructed variant (module docstring)")
+        command.add_argument("--variant", choices=("base", "compare"), default="base",
+                             help="the tiny model or its compare variant (module docstring)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    instructed = args.variant == "instructed"
+    instructed = args.variant == "compare"
     if args.command == "evaluate":
-        spec = tiny_instructed_spec() if instructed else tiny_model_spec()
+        spec = tiny_compare_spec() if instructed else tiny_model_spec()
         directory = args.dir or Path(spec.path).parent
         print(_report(evaluate_dir(directory, n=args.n, temperature=args.temperature)))
         if instructed:
             print("instructed prompts: " + _report(evaluate_dir(
-                directory, n=args.n, temperature=args.temperature, instructed=INSTRUCTED_SFT)))
+                directory, n=args.n, temperature=args.temperature, instructed=COMPARE_SFT)))
         return
-    base = INSTRUCTED_SFT if instructed else SFTConfig()
+    base = COMPARE_SFT if instructed else SFTConfig()
     steps = args.steps if args.steps != SFTConfig.steps else base.steps
     cfg = replace(base, steps=steps, seconds=args.seconds, seed=args.seed)
     out = args.out or tiny_model_dir(args.variant)
-    record = build_instructed(out, cfg) if instructed else build(out, cfg)
+    record = build_compare(out, cfg) if instructed else build(out, cfg)
     record["command"] = "python -m rlrun.tasks.tiny_model " + " ".join(argv or sys.argv[1:])
     (out / "build_info.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.ship:
-        shipped = INSTRUCTED_SHIPPED_DIR if instructed else SHIPPED_DIR
+        shipped = COMPARE_SHIPPED_DIR if instructed else SHIPPED_DIR
         shutil.rmtree(shipped, ignore_errors=True)
         shutil.copytree(out, shipped)
     print(f"built {out} in {record['run']['seconds']:.0f} s ({record['run']['steps']} steps)")

@@ -1,5 +1,5 @@
 """``make compare-embedded`` in miniature: the real Hydra multirun over two of its presets (2 debug
-steps each, from the instructed tiny model), then scripts/compare_embedded.py's table, checked
+steps each, from the compare variant of the tiny model), then scripts/compare_embedded.py's table, checked
 against the runs' own summaries; and LCPO's held-out |length - target| against a hand computation
 from the evaluation's own rollouts."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([RLRUN, "-m", "experiment=compare/grpo_correct,compare/lcpo", "debug=cpu",
-                    "model=tiny_instructed", "eval.problems=4", "eval.budgets=[48]",
+                    "model=tiny_compare", "eval.problems=4", "eval.budgets=[48]",
                     f"hydra.sweep.dir={out}"], check=True, cwd=ROOT, env=env, capture_output=True)
     subprocess.run([sys.executable, "scripts/compare_embedded.py", str(out)], check=True, cwd=ROOT,
                    capture_output=True)

@@ -12,6 +12,7 @@ from rlrun.tasks.arith import (
     is_held_out_pair,
     sample_trace,
     short_trace,
+    terse_trace,
     worked_trace,
 )
 from rlrun.tasks.verify import extract_boxed
@@ -119,6 +120,24 @@ def test_trace_mix_lengths_and_correctness():
     lengths = [len(t) for t in traces]
     assert 120 <= np.mean(lengths) <= 140  # MEASURED.md: ~128 mean, max ~216 < 256-token cap
     assert max(lengths) <= 216
+
+
+def test_terse_trace_states_the_column_totals_only():
+    assert terse_trace(347, 708, 3) == "<think>\n7+8=15\n4+0=04\n3+7=10\nso 1055\n</think>\n\\boxed{1055}"
+    assert terse_trace(5, 4, 1) == "<think>\n5+4=09\nso 9\n</think>\n\\boxed{9}"
+    assert len(terse_trace(347, 708, 3)) == 58 < len(worked_trace(347, 708, 3)) == 118
+
+
+def test_trace_mix_with_terse_share():
+    source, rng = ArithProblems(seed=0), np.random.default_rng(0)
+    problems = [p for step in range(20) for p in source.batch(step, 100)]
+    mix = TraceMix(terse_frac=0.2)
+    traces = [sample_trace(p, rng, mix) for p in problems]
+    terse = [t.startswith("<think>\n") and "," not in t.split("\n")[1] for t in traces]
+    assert np.mean(terse) == pytest.approx(0.2, abs=0.03)  # 2000 traces, sd 0.009
+    assert all(extract_boxed(t) == p.answer for p, t in zip(problems, traces))
+    with pytest.raises(ValueError, match="terse"):
+        TraceMix(recheck_frac=0.9, terse_frac=0.2)
 
 
 def test_trace_mix_rejects_too_many_short_answers():

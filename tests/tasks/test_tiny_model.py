@@ -153,18 +153,18 @@ def test_instructed_batches_carry_the_lcpo_sentence_on_their_share(tokenizer):
                                plain[0], rtol=0, atol=0)
 
 
-needs_instructed = pytest.mark.skipif(not tiny_model.is_complete(tiny_model.INSTRUCTED_SHIPPED_DIR),
-                                      reason="no instructed weights shipped in the package")
+needs_compare = pytest.mark.skipif(not tiny_model.is_complete(tiny_model.COMPARE_SHIPPED_DIR),
+                                      reason="no compare weights shipped in the package")
 
 
-@needs_instructed
-def test_instructed_variant_reads_the_sentence_the_tiny_model_cannot(monkeypatch, tmp_path):
+@needs_compare
+def test_compare_variant_reads_the_sentence_the_tiny_model_cannot(monkeypatch, tmp_path):
     """The point of the variant: on prompts ending with "Think for N tokens." it stays accurate,
     while the tiny model (never shown the sentence) fails them."""
     monkeypatch.setenv("RLRUN_CACHE", str(tmp_path))
-    spec = tiny_model.tiny_instructed_spec()
-    assert spec.path == str(tmp_path / "tiny-arith-instructed-v1" / "model")
-    problems = tiny_model.instruct(ArithProblems(0).held_out(32), tiny_model.INSTRUCTED_SFT)
+    spec = tiny_model.tiny_compare_spec()
+    assert spec.path == str(tmp_path / "tiny-arith-compare-v1" / "model")
+    problems = tiny_model.instruct(ArithProblems(0).held_out(32), tiny_model.COMPARE_SFT)
     assert all("Think for" in p.prompt for p in problems)
     variant = evaluate(HFRollout(spec, temperature=0.0), problems)
     base = evaluate(HFRollout(tiny_model.tiny_model_spec(), temperature=0.0), problems)
