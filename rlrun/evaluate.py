@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-AES_WEIGHTS = {"alpha": 1.0, "beta": 3.0, "gamma": 5.0}  # O1-Pruner's (arXiv 2501.12570, Sec. 5.1)
+from rlrun.core.evaluation import AES_WEIGHTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -29,13 +29,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
-from rlrun.core.evaluation import aes, pareto_frontier
+from rlrun.core.evaluation import AES_WEIGHTS, aes, pareto_frontier
 from rlrun.pareto_plot import (  # they import matplotlib, wandb lazily
     log_pareto_to_wandb,
     plot_pareto,
 )
 
-AES_WEIGHTS = {"alpha": 1.0, "beta": 3.0, "gamma": 5.0}
 FRONTIER_KINDS = ("start", "end", "eval")
 CSV_COLUMNS = ("label", "benchmark", "budget", "acc", "mean_tokens", "on_frontier", "kind", "step",
                "truncated_frac", "aes", "run_dir")
@@ -72,9 +71,13 @@ class Curve:
     mean_tokens: list[float] = field(default_factory=list)
 
 
+JOB_DIR_MARKERS = (".hydra", "summary.json", "metrics.jsonl", "rlrun.log")
+MAX_DEPTH = 4  # hydra.sweep.subdir may nest (e.g. by override); job dirs lie at most this deep
+
+
 def find_run_dirs(paths: list[str]) -> list[str]:
     """Each path is a run dir (it holds summary.json or metrics.jsonl) or a sweep dir, whose run dirs
-    are its subdirs (Hydra's 0/, 1/, ... in numeric order, then any other names)."""
+    are its job dirs that hold one of them (:func:`job_dirs`, in Hydra's order)."""
     found: list[str] = []
     for path in paths:
         if _is_run_dir(path):
@@ -82,21 +85,31 @@ def find_run_dirs(paths: list[str]) -> list[str]:
             continue
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no such directory: {path}")
-        subdirs = [os.path.join(path, name) for name in os.listdir(path)]
-        runs = [d for d in subdirs if os.path.isdir(d) and _is_run_dir(d)]
-        found += sorted(runs, key=_hydra_order)
+        found += [d for d in job_dirs(path) if _is_run_dir(d)]
     if not found:
         raise FileNotFoundError(f"no run dir (with summary.json or metrics.jsonl) in {paths}")
     return found
 
 
+def job_dirs(sweep_dir: str) -> list[str]:
+    """The job dirs under a sweep dir, finished or not: those holding Hydra's ``.hydra/`` or a file
+    a run writes, at any depth up to MAX_DEPTH (not below a job dir, nor into hidden dirs such as
+    ``.submitit`` or into ``wandb/``), in Hydra's order (0, 1, ..., 10 by value, then other names)."""
+    found = []
+    for root, dirs, _ in os.walk(sweep_dir):
+        rel = os.path.relpath(root, sweep_dir)
+        if rel != "." and any(os.path.exists(os.path.join(root, m)) for m in JOB_DIR_MARKERS):
+            found.append(root)
+            dirs[:] = []
+            continue
+        depth = 0 if rel == "." else rel.count(os.sep) + 1
+        dirs[:] = [] if depth >= MAX_DEPTH else [d for d in dirs if not d.startswith(".") and d != "wandb"]
+    return sorted(found, key=lambda d: [(not part.isdigit(), int(part) if part.isdigit() else 0, part)
+                                        for part in os.path.relpath(d, sweep_dir).split(os.sep)])
+
+
 def _is_run_dir(path: str) -> bool:
     return any(os.path.isfile(os.path.join(path, f)) for f in ("summary.json", "metrics.jsonl"))
-
-
-def _hydra_order(run_dir: str) -> tuple[bool, int, str]:
-    name = os.path.basename(run_dir)
-    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
 
 
 def run_label(run_dir: str) -> str:

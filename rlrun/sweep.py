@@ -30,34 +30,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 WANDB_LOGGER = "rlrun.loggers.wandb.WandbLogger"
-JOB_DIR_MARKERS = (".hydra", "summary.json", "metrics.jsonl", "rlrun.log")
-MAX_DEPTH = 4  # hydra.sweep.subdir may nest (e.g. by override); job dirs lie at most this deep
-
-
 def say(line: str) -> None:
     print(f"rlrun: {line}", flush=True)
 
 
-def _order(rel_path: str) -> list[tuple[bool, int, str]]:
-    """Hydra's job order: numeric names (0, 1, ..., 10) by value, then other names."""
-    return [(not part.isdigit(), int(part) if part.isdigit() else 0, part)
-            for part in rel_path.split(os.sep)]
-
-
 def job_dirs(sweep_dir: str) -> list[str]:
-    """The job dirs under a sweep dir: those holding Hydra's ``.hydra/`` or a file a run writes, at
-    any depth up to MAX_DEPTH (not below a job dir, nor into hidden dirs or ``wandb/``)."""
-    found = []
-    for root, dirs, _ in os.walk(sweep_dir):
-        rel = os.path.relpath(root, sweep_dir)
-        if rel != "." and any(os.path.exists(os.path.join(root, m)) for m in JOB_DIR_MARKERS):
-            found.append(root)
-            dirs[:] = []
-            continue
-        depth = 0 if rel == "." else rel.count(os.sep) + 1
-        dirs[:] = [] if depth >= MAX_DEPTH else [
-            d for d in dirs if not d.startswith(".") and d != "wandb"]
-    return sorted(found, key=lambda d: _order(os.path.relpath(d, sweep_dir)))
+    """:func:`rlrun.pareto.job_dirs`, imported when a sweep ends (not at every ``rlrun`` start)."""
+    from rlrun.pareto import job_dirs as found
+
+    return found(sweep_dir)
 
 
 def finished(run_dir: str) -> bool:

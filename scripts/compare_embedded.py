@@ -27,8 +27,8 @@ import json
 import os
 import sys
 
-from rlrun.core.evaluation import aes
-from rlrun.pareto import AES_WEIGHTS, find_run_dirs
+from rlrun.core.evaluation import AES_WEIGHTS, aes
+from rlrun.pareto import find_run_dirs
 
 ORDER = ("grpo_correct", "grpo_kimi", "drpo", "gfpo", "lcpo", "laser_d", "grpo_budget")
 NAMES = {"grpo_correct": "GRPO + correct", "grpo_kimi": "GRPO + Kimi length reward",

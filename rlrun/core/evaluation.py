@@ -65,6 +65,9 @@ def mean_pass_at_k(correct_per_question: Sequence[Sequence[float]] | torch.Tenso
     return total / len(rows)
 
 
+AES_WEIGHTS = {"alpha": 1.0, "beta": 3.0, "gamma": 5.0}  # O1-Pruner's (arXiv 2501.12570, Sec. 5.1)
+
+
 def aes_deltas(acc: float, tokens: float, base_acc: float, base_tokens: float) -> tuple[float, float]:
     """The relative changes of O1-Pruner's AES (Luo et al., arXiv 2501.12570, Sec. 5.1):
 
