@@ -159,11 +159,30 @@ def plot_pareto(points: list[Point], curves: list[Curve], out_dir: str) -> list[
     return paths
 
 
+def method_lines(points: list[Point]) -> tuple[list[list[float]], list[list[float]], list[str]]:
+    """One line per run and benchmark (its points in order of mean tokens) and one per benchmark's
+    Pareto frontier, as ``(xs, ys, keys)`` for ``wandb.plot.line_series``."""
+    series: dict[str, list[Point]] = {}
+    for p in points:
+        tag = f" [{p.benchmark}]" if len({q.benchmark for q in points}) > 1 else ""
+        series.setdefault(p.label + tag, []).append(p)
+        if p.on_frontier:
+            series.setdefault(f"Pareto frontier{tag}", []).append(p)
+    xs, ys, keys = [], [], []
+    for key, mine in series.items():
+        mine = sorted(mine, key=lambda p: (p.mean_tokens, p.acc))
+        xs.append([p.mean_tokens for p in mine])
+        ys.append([p.acc for p in mine])
+        keys.append(key)
+    return xs, ys, keys
+
+
 def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = None, mode: str = "offline",
                         project: str = "rlrun", job_type: str = "pareto", name: str | None = None,
                         group: str | None = None, config: dict | None = None):
-    """Log the points as a ``wandb.Table`` (``pareto/table``) and a scatter chart of accuracy against
-    mean tokens (``pareto/scatter``, ``wandb.plot.scatter``). Without ``run``, starts a run in
+    """Log the points as a ``wandb.Table`` (``pareto/table``), a scatter chart of accuracy against
+    mean tokens (``pareto/scatter``, ``wandb.plot.scatter``) and the same with one line per run and
+    one for the Pareto frontier (``pareto/lines``, ``wandb.plot.line_series``). Without ``run``, starts a run in
     ``mode`` (offline by default) writing under ``out_dir``, with the given project, job type, name,
     group and config (``rlrun-pareto --wandb`` and the sweep run of rlrun.sweep), and finishes it.
     Returns the run."""
@@ -178,7 +197,10 @@ def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = Non
         run = wandb.init(project=project, job_type=job_type, name=name, group=group, config=config or {},
                          dir=out_dir, mode=mode, settings=wandb.Settings(console="off", silent=True))
     chart = wandb.plot.scatter(table, "mean_tokens", "acc", title="accuracy vs mean tokens")
-    run.log({"pareto/table": table, "pareto/scatter": chart})
+    xs, ys, keys = method_lines(points)
+    lines = wandb.plot.line_series(xs=xs, ys=ys, keys=keys, title="accuracy vs mean tokens, per run",
+                                   xname="mean tokens")
+    run.log({"pareto/table": table, "pareto/scatter": chart, "pareto/lines": lines})
     if own:
         run.finish()
     return run

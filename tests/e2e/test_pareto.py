@@ -122,7 +122,7 @@ def test_pareto_logs_a_wandb_table_offline(runs, tmp_path, monkeypatch):
     assert pareto.main([str(sweep), "--wandb", "offline"]) == 0
     run_dirs = glob.glob(str(sweep / "wandb" / "offline-run-*"))
     assert len(run_dirs) == 1
-    tables = glob.glob(os.path.join(run_dirs[0], "files", "media", "table", "**", "*.table.json"),
+    tables = glob.glob(os.path.join(run_dirs[0], "files", "media", "table", "pareto", "table_*.table.json"),
                        recursive=True)
     assert tables, "no W&B table written"
     with open(tables[0]) as f:
@@ -136,3 +136,18 @@ def test_pareto_logs_a_wandb_table_offline(runs, tmp_path, monkeypatch):
     with open(glob.glob(os.path.join(run_dirs[0], "*.wandb"))[0], "rb") as f:
         record = f.read()
     assert b"pareto/scatter" in record and b"wandb/scatter/v0" in record
+    assert b"pareto/lines" in record and b"wandb/lineseries/v0" in record
+
+
+def test_wandb_lines_one_per_run_and_the_frontier():
+    from rlrun.pareto import Point
+    from rlrun.pareto_plot import method_lines
+
+    points = [Point("a", "heldout", None, 0.8, 400.0, "start", 0, "r0"),
+              Point("a", "heldout", None, 0.9, 300.0, "end", 10, "r0", on_frontier=True),
+              Point("b", "heldout", 256.0, 0.5, 100.0, "eval", 10, "r1", on_frontier=True),
+              Point("b", "heldout", None, 0.7, 250.0, "end", 10, "r1")]
+    xs, ys, keys = method_lines(points)
+    assert keys == ["a", "Pareto frontier", "b"]
+    assert xs == [[300.0, 400.0], [100.0, 300.0], [100.0, 250.0]]
+    assert ys == [[0.9, 0.8], [0.5, 0.9], [0.5, 0.7]]

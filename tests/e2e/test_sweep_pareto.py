@@ -69,7 +69,7 @@ def test_a_wandb_sweep_writes_its_picture_and_one_wandb_sweep_run(tmp_path):
     runs = glob.glob(str(out / "wandb" / "offline-run-*"))
     assert len(runs) == 1
     assert f"wandb sync {runs[0]}" in result.stdout
-    tables = glob.glob(os.path.join(runs[0], "files", "media", "table", "**", "*.table.json"),
+    tables = glob.glob(os.path.join(runs[0], "files", "media", "table", "pareto", "table_*.table.json"),
                        recursive=True)
     assert len(tables) == 1, "no W&B table written"
     with open(tables[0]) as f:
