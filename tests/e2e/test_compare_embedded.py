@@ -5,7 +5,6 @@ from the evaluation's own rollouts."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlrun.core.evaluation import aes
+from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RLRUN = str(Path(sys.executable).with_name("rlrun"))
@@ -21,7 +21,7 @@ RLRUN = str(Path(sys.executable).with_name("rlrun"))
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "sweep"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     subprocess.run([RLRUN, "-m", "experiment=compare/grpo_correct,compare/lcpo", "debug=cpu",
                     "model=tiny_compare", "eval.problems=4", "eval.budgets=[48]",
                     f"hydra.sweep.dir={out}"], check=True, cwd=ROOT, env=env, capture_output=True)

@@ -15,7 +15,9 @@ from rlrun.cli import compose
 from rlrun.run import build_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-SLOW = {("trainer", "zero3_offload")}  # first use compiles DeepSpeed's CPU Adam (~3 min)
+SLOW = {("trainer", "zero3_offload")}
+# debug=cpu samples 4 completions per prompt: a preset that keeps k of G' = 16 must keep fewer
+DEBUG_EXTRA = {("experiment", "compare/gfpo"): ["algo.filter.keep=2"]}  # first use compiles DeepSpeed's CPU Adam (~3 min)
 
 
 def options():
@@ -29,7 +31,7 @@ def options():
 @pytest.mark.parametrize("group,option", list(options()))
 def test_option_runs_two_debug_steps(group, option, tmp_path):
     dist.init()
-    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none"])
+    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none", *DEBUG_EXTRA.get((group, option), [])])
     run = build_run(cfg, str(tmp_path))
     summary = loop.train(run)
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
