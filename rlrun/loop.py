@@ -24,22 +24,39 @@ def timed(times: dict[str, float], stage: str):
     times[f"time/{stage}_s"] = times.get(f"time/{stage}_s", 0.0) + time.perf_counter() - start
 
 
+@contextmanager
+def sampling(rollout, **settings):
+    """The rollout engine's sampling settings (``temperature``, ``top_p``) set to the given values
+    (None: left as they are) for the block, then restored: the evaluation may sample unlike
+    training (e.g. ``eval.temperature=0.6``, the papers' evaluation temperature)."""
+    changed = {name: getattr(rollout, name) for name, value in settings.items() if value is not None}
+    for name in changed:
+        setattr(rollout, name, settings[name])
+    try:
+        yield
+    finally:
+        for name, value in changed.items():
+            setattr(rollout, name, value)
+
+
 def evaluate(run, problems, step: int = 0, verifier=None) -> dict[str, float]:
     """Accuracy and length of ``eval.samples`` samples per problem of one evaluation set, reduced
     over ranks, with the prompts and budgets of the curriculum at step 0 (``eval.budget=start``: the
     cap the run starts with, so start and end compare at the same cap) or at ``step``
     (``eval.budget=current``: the budget a shrinking curriculum has reached); then again at each cap
-    of ``eval.budgets`` (``budget_<N>/acc`` ...: the points of a length/accuracy curve). Answers are
+    of ``eval.budgets`` (``budget_<N>/acc`` ...: the points of a length/accuracy curve), sampling at
+    ``eval.temperature`` / ``eval.top_p`` (null: the rollout engine's own). Answers are
     checked by ``verifier`` (default: the data group's); the checks it failed or timed out on during
     the evaluation are counted (``verify_errors``, ``verify_timeouts``, ...) when it counts them."""
     verifier = run.verifier if verifier is None else verifier
-    k = run.settings.eval.samples
-    share, budgets = rank_share(run, problems, step if run.settings.eval.budget == "current" else 0)
-    result, _ = sample_and_score(run.rollout, verifier, share, k, budgets)
+    ev = run.settings.eval
+    share, budgets = rank_share(run, problems, step if ev.budget == "current" else 0)
+    with sampling(run.rollout, temperature=ev.temperature, top_p=ev.top_p):
+        result, _ = sample_and_score(run.rollout, verifier, share, ev.samples, budgets)
+        for cap in ev.budgets:
+            at_cap, _ = sample_and_score(run.rollout, verifier, share, ev.samples, [cap] * len(share))
+            result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
     result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())
-    for cap in run.settings.eval.budgets:
-        at_cap, _ = sample_and_score(run.rollout, verifier, share, k, [cap] * len(share))
-        result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
     result.update({key.replace("/", "_"): v for key, v in verifier_counts(verifier).items()})
     return result
 

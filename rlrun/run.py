@@ -80,6 +80,8 @@ class EvalSettings:
     samples: int = 1
     budgets: tuple[int, ...] = ()
     benchmarks: tuple[str, ...] = ()
+    temperature: float | None = None  # None: the rollout engine's (rollout.temperature)
+    top_p: float | None = None  # None: the rollout engine's (rollout.top_p)
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     at_steps = tuple(sorted(set(ev["at_steps"]) | set(periodic)))
     settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(
         ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
-        tuple(ev["benchmarks"])))
+        tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"]))
     check_ranges(settings)
     return settings
 
@@ -189,6 +191,10 @@ def check_ranges(s: Settings) -> None:
     if s.eval.samples < 1 or any(b < 1 for b in s.eval.budgets):
         raise ConfigError(f"eval.samples={s.eval.samples} and every eval.budgets entry "
                           f"({list(s.eval.budgets)}) must be >= 1")
+    t, p = s.eval.temperature, s.eval.top_p
+    if (t is not None and t < 0) or (p is not None and not 0 < p <= 1):
+        raise ConfigError(f"eval.temperature={t} must be >= 0 and eval.top_p={p} in (0, 1] "
+                          "(null: the rollout engine's)")
     if s.eval.budget not in EVAL_BUDGETS:
         raise ConfigError(f"eval.budget={s.eval.budget} is not valid; choose one of {', '.join(EVAL_BUDGETS)}")
     check_benchmarks(s.eval.benchmarks)

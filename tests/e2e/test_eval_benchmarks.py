@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rlrun import dist, loop
 from rlrun.cli import compose
@@ -136,3 +137,26 @@ def test_rlrun_eval_bad_benchmark_name_exits_with_one_line(capsys):
     assert capsys.readouterr().err == ("rlrun-eval: error: --data math50 is not a benchmark (did you mean "
                                        "math500?); valid: arith, aime24, aime25, aime_1983_2023, amc, amc23, "
                                        "gsm8k_test, gsm8k_train, math500, math_train, minerva, olympiadbench\n")
+
+
+def test_eval_samples_at_its_own_temperature_and_restores_the_rollouts(tmp_path):
+    """eval.temperature=0: greedy evaluation, the same whatever the random state, while the rollout
+    engine keeps sampling training batches at its own temperature (where two seeds differ)."""
+    dist.init()
+    run = build_run(compose(["debug=cpu", "eval.temperature=0", "eval.top_p=0.5", "eval.problems=4"]),
+                    str(tmp_path))
+    assert (run.rollout.temperature, run.rollout.top_p) == (1.0, 1.0)
+    problems = run.problems.held_out(4)
+    results, texts = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        results.append(loop.evaluate(run, problems))
+        assert (run.rollout.temperature, run.rollout.top_p) == (1.0, 1.0)
+        torch.manual_seed(seed)
+        texts.append(run.rollout.generate(problems, 2, [256] * 4).texts)  # the training sampler
+    assert results[0] == results[1]
+    assert texts[0] != texts[1]
+    with loop.sampling(run.rollout, temperature=None, top_p=0.9):
+        assert (run.rollout.temperature, run.rollout.top_p) == (1.0, 0.9)
+    with pytest.raises(ConfigError, match=r"eval.temperature=-1 must be >= 0"):
+        validate(compose(["eval.temperature=-1"]), world_size=1, out_dir=str(tmp_path))
