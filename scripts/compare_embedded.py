@@ -43,7 +43,8 @@ def method_of(run_dir: str) -> str:
     if os.path.isfile(path):
         import yaml
 
-        overrides = yaml.safe_load(open(path)) or []
+        with open(path) as f:
+            overrides = yaml.safe_load(f) or []
     for item in overrides:
         if item.startswith("experiment=compare/"):
             return item.split("/", 1)[1]

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 from rlrun.core.evaluation import aes
-from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RLRUN = str(Path(sys.executable).with_name("rlrun"))
