@@ -28,7 +28,7 @@ import os
 import sys
 
 from rlrun.core.evaluation import AES_WEIGHTS, aes
-from rlrun.pareto import find_run_dirs
+from rlrun.pareto import find_run_dirs, run_label
 
 ORDER = ("grpo_correct", "grpo_kimi", "drpo", "gfpo", "lcpo", "laser_d", "grpo_budget")
 NAMES = {"grpo_correct": "GRPO + correct", "grpo_kimi": "GRPO + Kimi length reward",
@@ -37,18 +37,12 @@ NAMES = {"grpo_correct": "GRPO + correct", "grpo_kimi": "GRPO + Kimi length rewa
 
 
 def method_of(run_dir: str) -> str:
-    """The ``compare/<method>`` of the run's ``experiment=`` override, else its overrides joined."""
-    path = os.path.join(run_dir, ".hydra", "overrides.yaml")
-    overrides = []
-    if os.path.isfile(path):
-        import yaml
-
-        with open(path) as f:
-            overrides = yaml.safe_load(f) or []
-    for item in overrides:
+    """The ``compare/<method>`` of the run's ``experiment=`` override, else its label (overrides)."""
+    label = run_label(run_dir)
+    for item in label.split(" "):
         if item.startswith("experiment=compare/"):
             return item.split("/", 1)[1]
-    return " ".join(overrides) or os.path.basename(run_dir)
+    return label
 
 
 def row(run_dir: str) -> dict:

@@ -40,6 +40,12 @@ def random_policy(tmp_path_factory) -> ModelSpec:
     return build_random_policy(tmp_path_factory.mktemp("random_policy"))
 
 
+def debug_overrides(option: str) -> list[str]:
+    """Extra overrides an experiment preset needs under ``debug=cpu`` (4 completions per prompt): the
+    GFPO comparison preset keeps 8 of 16, so under debug it keeps 2 of 4."""
+    return ["algo.filter.keep=2"] if option == "compare/gfpo" else []
+
+
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR")
 
 

@@ -227,29 +227,29 @@ def main(argv: list[str] | None = None) -> None:
                              help="the tiny model or its compare variant (module docstring)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    instructed = args.variant == "compare"
+    compare = args.variant == "compare"
     if args.command == "evaluate":
-        spec = tiny_compare_spec() if instructed else tiny_model_spec()
+        spec = tiny_compare_spec() if compare else tiny_model_spec()
         directory = args.dir or Path(spec.path).parent
         print(_report(evaluate_dir(directory, n=args.n, temperature=args.temperature)))
-        if instructed:
+        if compare:
             print("instructed prompts: " + _report(evaluate_dir(
                 directory, n=args.n, temperature=args.temperature, instructed=COMPARE_SFT)))
         return
-    base = COMPARE_SFT if instructed else SFTConfig()
+    base = COMPARE_SFT if compare else SFTConfig()
     steps = args.steps if args.steps != SFTConfig.steps else base.steps
     cfg = replace(base, steps=steps, seconds=args.seconds, seed=args.seed)
     out = args.out or tiny_model_dir(args.variant)
-    record = build_compare(out, cfg) if instructed else build(out, cfg)
+    record = build_compare(out, cfg) if compare else build(out, cfg)
     record["command"] = "python -m rlrun.tasks.tiny_model " + " ".join(argv or sys.argv[1:])
     (out / "build_info.json").write_text(json.dumps(record, indent=2) + "\n")
     if args.ship:
-        shipped = COMPARE_SHIPPED_DIR if instructed else SHIPPED_DIR
+        shipped = COMPARE_SHIPPED_DIR if compare else SHIPPED_DIR
         shutil.rmtree(shipped, ignore_errors=True)
         shutil.copytree(out, shipped)
     print(f"built {out} in {record['run']['seconds']:.0f} s ({record['run']['steps']} steps)")
     print(_report(record["eval"]))
-    if instructed:
+    if compare:
         print("instructed prompts: " + _report(record["eval_instructed"]))
 
 

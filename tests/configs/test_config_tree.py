@@ -11,6 +11,8 @@ import pytest
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from conftest import debug_overrides
+
 from rlrun.cli import compose
 from rlrun.config_check import ConfigError, config_groups
 from rlrun.run import COMPONENTS, NullLogger, accepted, build, validate
@@ -31,8 +33,8 @@ CHEAP = tuple(path for path in COMPONENTS if path.split(".")[0] not in ENGINES)
 
 def overrides_for(group: str, option: str) -> list[str]:
     # A preset is checked the way CI runs it: with debug=cpu on top.
-    if group == "experiment":  # debug's 4 completions per prompt: GFPO's preset keeps fewer
-        return [f"experiment={option}", "debug=cpu", *(["algo.filter.keep=2"] if option == "compare/gfpo" else [])]
+    if group == "experiment":
+        return [f"experiment={option}", "debug=cpu", *debug_overrides(option)]
     if (group, option) == ("data", "jsonl"):  # the generic option needs a file: a vendored one
         return ["data=jsonl", "data.source.path=builtin:aime24"]
     return [f"{group}={option}"]

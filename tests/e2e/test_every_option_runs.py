@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import debug_overrides
+
 from rlrun import dist, loop
 from rlrun.cli import compose
 from rlrun.run import build_run
@@ -31,7 +33,7 @@ def options():
 @pytest.mark.parametrize("group,option", list(options()))
 def test_option_runs_two_debug_steps(group, option, tmp_path):
     dist.init()
-    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none", *DEBUG_EXTRA.get((group, option), [])])
+    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none", *(debug_overrides(option) if group == "experiment" else [])])
     run = build_run(cfg, str(tmp_path))
     summary = loop.train(run)
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
