@@ -8,6 +8,11 @@ embedded tiny model (hidden 128, 2 layers, warm-started) or ``--hidden 256 --lay
 parameters, the same random initialisation as bench_trl.py's). The median of steps 2..N is
 reported (step 1 pays one-off warm-up costs).
 
+``profile`` (what remains): one more step is run under torch's FlopCounterMode to count each stage's
+matrix-product GFLOP (linear layers and attention, forward and backward); with this machine's best
+fp32 matmul rate on the model's widest layer shape it gives each stage's floor in seconds (the time
+if every counted FLOP ran at that rate) and the rate each stage achieved.
+
     python scripts/bench.py --steps 11 [--kl] [--hidden 256 --layers 4] [--trl FILE] [--out FILE]
     python scripts/bench.py --all --trl-dir outputs/bench --out outputs/bench/rlrun.json
         # both sizes, with and without KL; ratios to the trl_<config>.json files of `make bench-trl`
@@ -105,6 +110,63 @@ class Recorder:
         return out
 
 
+def sdpa_cpu_flops() -> dict:
+    """FlopCounterMode formulas for the CPU flash-attention kernels (torch counts only the CUDA ones)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, **kw: fc.sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda g, q, k, v, *a, **kw: fc.sdpa_backward_flop_count(g, q, k, v),
+    }
+
+
+def stage_flops(run, step: int) -> dict[str, float]:
+    """GFLOP of matrix products (linear layers, attention; forward and backward) in each stage of
+    one more training step, counted by torch's FlopCounterMode around the rollout's ``generate``
+    and the trainer's ``logprobs`` (reference) and ``update``. Elementwise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rlrun import loop
+
+    counted: dict[str, float] = {}
+    patched = [(run.rollout, "generate", "rollout"), (run.trainer, "logprobs", "ref_logprobs"),
+               (run.trainer, "update", "update")]
+    originals = []
+    for owner, name, stage in patched:
+        fn = getattr(owner, name)
+        originals.append((owner, name, fn))
+
+        def counting(*args, _fn=fn, _stage=stage, **kwargs):
+            with FlopCounterMode(display=False, custom_mapping=sdpa_cpu_flops()) as counter:
+                out = _fn(*args, **kwargs)
+            counted[_stage] = counted.get(_stage, 0.0) + counter.get_total_flops() / 1e9
+            return out
+
+        setattr(owner, name, counting)
+    try:
+        loop.train_step(run, step)
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    return counted
+
+
+def matmul_peak_gflops(rows: int, hidden: int, inner: int, repeats: int = 20) -> float:
+    """This machine's fp32 matmul rate on the model's widest layer shape (rows x hidden @ hidden x
+    inner), best of ``repeats``: the rate the counted FLOPs could at most run at."""
+    a, b = torch.randn(rows, hidden), torch.randn(hidden, inner)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * hidden * inner / best / 1e9
+
+
 def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], cap: int = 96) -> dict:
     from hydra import compose, initialize_config_module
 
@@ -125,6 +187,7 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], 
     recorder = Recorder(run.rollout)
     torch.manual_seed(0)
     per_step = [loop.train_step(run, step) for step in range(steps)]
+    gflop = stage_flops(run, steps)
     run.logger.close({})
     timed = per_step[1:] if len(per_step) > 1 else per_step
     med = lambda key: statistics.median(m.get(key, 0.0) for m in timed)  # noqa: E731
@@ -145,6 +208,15 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], 
         "plain_generate_tokens_per_s": plain_generate_tokens_per_s(run, problems, 8, cap),
         "mean_completion_tokens": med("length/mean_tokens"),
         "mean_accuracy": med("acc/train"),
+    }
+    cfg_m = run.rollout.model.config
+    peak = matmul_peak_gflops(64 * (cap + 16), cfg_m.hidden_size, cfg_m.intermediate_size)
+    result["profile"] = {
+        "matmul_peak_gflops": peak,
+        "stage_gflop": gflop,
+        "stage_gflops_achieved": {s: gflop[s] / result["stage_s_median"][s] for s in gflop
+                                  if result["stage_s_median"].get(s, 0) > 0},
+        "stage_floor_s": {s: gflop[s] / peak for s in gflop},
     }
     result["rollout_vs_plain_generate"] = result["rollout_tokens_per_s"] / result["plain_generate_tokens_per_s"]
     return result

@@ -1,10 +1,11 @@
 """One rank of the multi-process DeepSpeed check (tests/engines/test_deepspeed_multiproc.py).
 
-Run as ``torchrun --nproc_per_node 2 deepspeed_worker.py ROOT OUT``: ROOT holds the tiny model
-(deepspeed_fixtures.build_tiny), OUT receives rank 0's results. The prompts are split unevenly
+Run as ``torchrun --nproc_per_node 2 deepspeed_worker.py ROOT OUT [CHUNK]``: ROOT holds the tiny
+model (deepspeed_fixtures.build_tiny), OUT receives rank 0's results. The prompts are split unevenly
 (rank 0: prompts 0-2, rank 1: prompt 3) so that rank 1 runs empty micro-batches. For each ZeRO
 stage: one update on the rank's rows; for stage 3 also save, a second update, then a fresh trainer
-that loads the checkpoint and repeats the second update.
+that loads the checkpoint and repeats the second update. With CHUNK: only the ZeRO-3 update, with
+``logprob_chunk=CHUNK``.
 """
 from __future__ import annotations
 
@@ -51,11 +52,11 @@ def local_batch(trainer: DeepSpeedTrainer, seed: int) -> tuple:
     return local, batch
 
 
-def make_trainer(root: str, stage: int) -> DeepSpeedTrainer:
+def make_trainer(root: str, stage: int, **kw) -> DeepSpeedTrainer:
     spec = ModelSpec(path=os.path.join(root, "model"), tokenizer_path=os.path.join(root, "tokenizer"))
     extra = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # really shard the tiny model
     return DeepSpeedTrainer(
-        spec, total_steps=4, zero_stage=stage, micro_batch_size=2, optim=OPTIM, deepspeed_config=extra
+        spec, total_steps=4, zero_stage=stage, micro_batch_size=2, optim=OPTIM, deepspeed_config=extra, **kw
     )
 
 
@@ -79,5 +80,21 @@ def main(root: str, out: str) -> None:
     dist.barrier()
 
 
+def main_chunked(root: str, out: str, chunk: int) -> None:
+    """Only the ZeRO-3 update, with log-probs over ``chunk`` completion positions at a time
+    (tests/engines/test_chunked_logprobs.py); results as ``main``'s ``results[3]``."""
+    torch.set_num_threads(1)
+    dist.init()
+    trainer = make_trainer(root, 3, logprob_chunk=chunk)
+    stats = trainer.update(*local_batch(trainer, seed=2), LOSS)
+    results = {"world_size": dist.world_size(), 3: {"stats": stats, "weights": trainer.weights()}}
+    if dist.is_main():
+        torch.save(results, os.path.join(out, "results.pt"))
+    dist.barrier()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) > 3:  # ROOT OUT CHUNK
+        main_chunked(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    else:
+        main(sys.argv[1], sys.argv[2])

@@ -14,12 +14,17 @@ What it computes, per step (the loop calls ``logprobs`` then ``update``):
 
 Layout of one micro-batch: prompts left-padded to the micro-batch's longest prompt P, completions
 right-padded to its longest completion T, position ids counted over real tokens only; the model
-returns logits for the last T + 1 positions only (``logits_to_keep``), KV cache off. Rows are
+returns logits for the last T + 1 positions only (``logits_to_keep``), KV cache off. When T + 1 >
+``logprob_chunk``, the forward stops at the last hidden states and the output head and log-softmax
+run on ``logprob_chunk`` positions at a time (recomputed in backward), so the (b, T, vocab) float32
+logits never exist whole: the same values at a fraction of the peak memory. Rows are
 sorted by length into micro-batches to keep padding small. Dropout is off (the module stays in
 eval mode) so that log-probs are deterministic and the on-policy ratio is exactly 1.
 
 Every rank must run the same number of forward passes (ZeRO-2/3 gather and reduce inside them),
-so a rank with fewer rows runs empty zero-loss micro-batches.
+so a rank with fewer rows runs empty zero-loss micro-batches. Under ZeRO-3 each call of the output
+head gathers its weight too: with chunked log-probs every rank pads the micro-batch to the widest
+completion over the ranks, so that all make as many calls.
 """
 from __future__ import annotations
 
@@ -32,12 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from rlrun import dist
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
 from rlrun.types import LossNorm, Rollouts, TrainBatch
 
 SCHEDULES = ("constant", "cosine")
+# Causal LMs whose forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (transformers
+# 5.23: nothing in between or after, no logit scaling or soft-capping): chunked log-probs serve them.
+CHUNKED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 @dataclass
@@ -104,15 +113,16 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
-    """Token ids of one micro-batch: prompts left-padded to P, completions right-padded to T >= 1.
+def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, min_width: int = 1):
+    """Token ids of one micro-batch: prompts left-padded to P, completions right-padded to
+    T >= ``min_width``.
 
     Returns ``input_ids``, ``attention_mask``, ``position_ids`` (b, P+T), ``target`` (b, T) the
     completion ids (pad beyond each row's end) and ``mask`` (b, T) float 1 on completion tokens.
     """
     rows = len(prompts)
     width_p = max(len(p) for p in prompts)
-    width_t = max(1, max(len(c) for c in completions))
+    width_t = max(min_width, max(len(c) for c in completions))
     ids = torch.full((rows, width_p + width_t), pad_id, dtype=torch.long)
     attn = torch.zeros(rows, width_p + width_t, dtype=torch.long)
     for r, (p, c) in enumerate(zip(prompts, completions)):
@@ -154,6 +164,16 @@ def _columns(batch: TrainBatch, index: torch.Tensor, width: int, device: torch.d
     )
 
 
+def _token_logp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log-softmax of ``logits`` (b, t, V), in float32, at ``target`` (b, t)."""
+    logits = logits.float()
+    return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def _head_logp(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return _token_logp(head(hidden), target)
+
+
 class DeepSpeedTrainer:
     """The policy under DeepSpeed (see the module docstring). ``zero_stage`` 0, 2 or 3;
     ``micro_batch_size`` rows per forward; ``total_steps`` sizes the cosine schedule;
@@ -161,7 +181,11 @@ class DeepSpeedTrainer:
     ``skip_zero_advantage``: when the loss says a row with advantage 0 contributes exactly 0 to it
     (``loss.zero_advantage_is_zero_loss``: the clipped surrogate without KL), such rows get no
     forward or backward; the loss denominators still count them, so the gradient is the same (the
-    groups a correctness reward gives all-equal rewards cost nothing to train on)."""
+    groups a correctness reward gives all-equal rewards cost nothing to train on).
+    ``logprob_chunk``: at most this many completion positions have logits at once (module
+    docstring); 0 = all of them. Only for ``CHUNKED_MODEL_TYPES``: another model type warns and
+    keeps the plain path (its forward may change the logits after the head). Under ZeRO-3 every
+    chunk gathers the head's weight anew (forward, and recomputation and backward in ``update``)."""
 
     def __init__(
         self,
@@ -172,11 +196,14 @@ class DeepSpeedTrainer:
         optim: OptimSettings | Mapping[str, Any] | None = None,
         deepspeed_config: Mapping[str, Any] | None = None,
         skip_zero_advantage: bool = True,
+        logprob_chunk: int = 512,
     ) -> None:
         if zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
         if micro_batch_size < 1:
             raise ValueError(f"micro_batch_size={micro_batch_size} must be >= 1")
+        if logprob_chunk < 0:
+            raise ValueError(f"logprob_chunk={logprob_chunk} must be >= 0 (0 = no chunking)")
         dist.init()
         import deepspeed  # lazy: heavy dependency, after dist.init() chose the accelerator
 
@@ -195,6 +222,12 @@ class DeepSpeedTrainer:
         self.tokenizer = load_tokenizer(model)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         module = load_model(model)  # ZeRO-3 shards it inside deepspeed.initialize
+        self.logprob_chunk = int(logprob_chunk)
+        model_type = getattr(module.config, "model_type", None)
+        if self.logprob_chunk and model_type not in CHUNKED_MODEL_TYPES:
+            warnings.warn(f"logprob_chunk={self.logprob_chunk} ignored for model_type={model_type!r}: "
+                          f"chunked log-probs support {CHUNKED_MODEL_TYPES} only")
+            self.logprob_chunk = 0
         optimizer = self._optimizer(module)
         factor = self._lr_lambda
         self.engine, *_ = deepspeed.initialize(
@@ -254,19 +287,44 @@ class DeepSpeedTrainer:
     # -- log-probs ----------------------------------------------------------------------------
     def _logp(self, engine: Any, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
         """Per-token log-probs (b, T) of one micro-batch, 0 on padding; grad if enabled."""
-        ids, attn, pos, target, mask = pack(prompts, completions, self.pad_id)
+        chunk, width = self.logprob_chunk, max(1, max(len(c) for c in completions))
+        if chunk and self.zero_stage == 3:
+            # ZeRO-3 gathers the head's weight (a collective) at each call of it: every rank must
+            # call it as often, so all pad to the widest completion of this micro-batch over ranks.
+            width = int(dist.all_reduce_max(torch.tensor([width])).item())
+        chunked = 0 < chunk < width + 1
+        ids, attn, pos, target, mask = pack(prompts, completions, self.pad_id, width if chunked else 1)
         device = dist.device()
         width = target.shape[1]
-        out = engine(
-            input_ids=ids.to(device),
-            attention_mask=attn.to(device),
-            position_ids=pos.to(device),
-            use_cache=False,
-            logits_to_keep=width + 1,
-        )
-        logits = out.logits[:, :-1].float()
-        picked = logits.gather(-1, target.to(device).unsqueeze(-1)).squeeze(-1)
-        return (picked - logits.logsumexp(-1)) * mask.to(device)
+        target, mask = target.to(device), mask.to(device)
+        inputs = {
+            "input_ids": ids.to(device),
+            "attention_mask": attn.to(device),
+            "position_ids": pos.to(device),
+            "use_cache": False,
+            "logits_to_keep": width + 1,
+        }
+        if not chunked:
+            return _token_logp(engine(**inputs).logits[:, :-1], target) * mask
+        # The forward still goes through ``engine``, with the head swapped for the identity (its
+        # "logits" are then the last hidden states, (b, T + 1, H)): DeepSpeed hooks its backward
+        # prologue on the engine's outputs and ZeRO-3 resets its parameter trace there; calling the
+        # decoder directly skips both and gives wrong ZeRO-3 gradients.
+        module = getattr(engine, "module", engine)
+        head = module.get_output_embeddings()
+        module.set_output_embeddings(torch.nn.Identity())
+        try:
+            hidden = engine(**inputs).logits[:, :-1]
+        finally:
+            module.set_output_embeddings(head)
+        parts = []
+        for start in range(0, width, chunk):
+            args = (head, hidden[:, start : start + chunk], target[:, start : start + chunk])
+            if torch.is_grad_enabled():  # the chunk's logits are freed now and recomputed in backward
+                parts.append(checkpoint(_head_logp, *args, use_reentrant=False))
+            else:
+                parts.append(_head_logp(*args))
+        return torch.cat(parts, dim=1) * mask
 
     def _plan(self, rollouts: Rollouts, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Micro-batches of this rank's rows (or of ``rows`` only), as many on every rank and at
