@@ -42,12 +42,15 @@ test-gpu: $(STAMP)
 tiny-model: $(STAMP)
 	$(BIN)/python -m rlrun.tasks.tiny_model build
 
-## bench: seconds per step by stage, rollout tokens/s and positions/s, peak RSS, for both model sizes
-## with and without KL, as one JSON (with the ratio to TRL from `make bench-trl`'s outputs/bench/trl_*.json)
+## bench: seconds per step by stage, rollout tokens/s and positions/s, matmul GFLOP and floors, peak RSS,
+## for both model sizes with and without KL, as one JSON, with TRL run side by side (TRL then rlrun per
+## setting, BENCH_ROUNDS times) for the ratio
+BENCH_ROUNDS ?= 2
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py --all --trl-dir outputs/bench --out outputs/bench/rlrun.json
+	bash scripts/bench_trl_setup.sh
+	$(BIN)/python scripts/bench.py --all --trl-python .venv-trl/bin/python --rounds $(BENCH_ROUNDS) --out outputs/bench/rlrun.json
 
-## bench-trl: the same work with Hugging Face TRL's GRPOTrainer, in its own venv
+## bench-trl: the same work with Hugging Face TRL's GRPOTrainer alone, in its own venv (outputs/bench/trl_*.json)
 bench-trl: $(STAMP)
 	bash scripts/bench_trl_setup.sh
 	.venv-trl/bin/python scripts/bench_trl.py --out outputs/bench/trl_h128_l2.json

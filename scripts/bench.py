@@ -16,6 +16,8 @@ if every counted FLOP ran at that rate) and the rate each stage achieved.
     python scripts/bench.py --steps 11 [--kl] [--hidden 256 --layers 4] [--trl FILE] [--out FILE]
     python scripts/bench.py --all --trl-dir outputs/bench --out outputs/bench/rlrun.json
         # both sizes, with and without KL; ratios to the trl_<config>.json files of `make bench-trl`
+    python scripts/bench.py --all --trl-python .venv-trl/bin/python --out outputs/bench/rlrun.json
+        # the same, with TRL run side by side: TRL then rlrun per setting, twice (`make bench`)
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +47,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--all", action="store_true", help="both model sizes, with and without KL")
     p.add_argument("--trl-dir", help="directory of trl_<config>.json files (with --all)")
+    p.add_argument("--trl-python", help="with --all: run scripts/bench_trl.py with this Python (TRL's venv) "
+                   "side by side, TRL then rlrun for each setting, --rounds times; the ratio is of the "
+                   "medians over rounds (overrides --trl-dir)")
+    p.add_argument("--rounds", type=int, default=2, help="TRL/rlrun alternations per setting (--trl-python)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model=tiny")
     return p.parse_args()
 
@@ -230,6 +237,39 @@ def with_ratio(result: dict, trl_file: str | None) -> dict:
     return result
 
 
+def trl_once(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int) -> dict:
+    """One run of scripts/bench_trl.py (TRL's GRPOTrainer on the same setting) in TRL's venv."""
+    out = tempfile.mktemp(prefix="rlrun-bench-trl-", suffix=".json")
+    cmd = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_trl.py"), "--out", out,
+           "--steps", str(steps), "--hidden", str(hidden), "--layers", str(layers), "--max-new-tokens", str(cap)]
+    # without the single-process group rlrun set up here (TRL's accelerate would join its port)
+    dist_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
+    env = {k: v for k, v in os.environ.items() if k not in dist_vars}
+    subprocess.run(cmd + (["--kl"] if kl else []), check=True, stdout=subprocess.DEVNULL, env=env)
+    with open(out) as f:
+        return json.load(f)
+
+
+def side_by_side(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int, rounds: int,
+                 extra: list[str]) -> dict:
+    """TRL then rlrun on one setting, ``rounds`` times in a row (the machine's speed drifts by
+    10-20 % over minutes, so each ratio compares runs minutes apart at most). Seconds per step and
+    stage times are medians over the rounds; ``rounds`` keeps each round's pair."""
+    pairs, results = [], []
+    for _ in range(rounds):
+        trl = trl_once(python, hidden, layers, kl, cap, steps)
+        results.append(bench_one(hidden, layers, kl, steps, extra, cap))
+        pairs.append({"trl": trl["s_per_step_median"], "rlrun": results[-1]["s_per_step_median"]})
+    med = statistics.median
+    result = results[-1]
+    result["s_per_step_median"] = med(r["s_per_step_median"] for r in results)
+    result["stage_s_median"] = {k: med(r["stage_s_median"][k] for r in results) for k in result["stage_s_median"]}
+    result["trl_s_per_step_median"] = med(p["trl"] for p in pairs)
+    result["ratio_to_trl"] = result["s_per_step_median"] / result["trl_s_per_step_median"]
+    result["rounds"] = [{**p, "ratio": p["rlrun"] / p["trl"]} for p in pairs]
+    return result
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(int(os.environ.get("RLRUN_THREADS", "2")))
@@ -244,7 +284,11 @@ def main() -> None:
         for hidden, layers, kl, cap in CONFIGS:
             name = config_name(hidden, layers, kl, cap)
             trl = os.path.join(args.trl_dir, f"trl_{name}.json") if args.trl_dir else None
-            results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides, cap), trl))
+            if args.trl_python:
+                results.append(side_by_side(args.trl_python, hidden, layers, kl, cap, args.steps, args.rounds,
+                                            args.overrides))
+            else:
+                results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides, cap), trl))
             print(json.dumps({k: results[-1].get(k) for k in ("config", "s_per_step_median", "ratio_to_trl")}),
                   flush=True)
         result = {**header, "configs": results}
