@@ -1,0 +1,73 @@
+"""The speed levers on a CUDA device (``make test-gpu``; marker ``gpu``, skipped without CUDA).
+
+The same checks as the CPU tests, on the GPU: the lean decode samples the tokens the plain Hugging
+Face forward samples (tests/engines/test_lean_decode.py); chunked log-probs give the plain path's
+log-probs and optimizer step (tests/engines/test_chunked_logprobs.py); and a 2-step run of the
+embedded default trains on the GPU end to end (rollout and trainer on CUDA, nccl).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make test-gpu)"),
+]
+
+
+def test_lean_decode_on_cuda_samples_what_the_plain_path_samples():
+    from test_lean_decode import assert_same, pair, sample_both
+
+    from rlrun.tasks.arith import ArithProblems
+    from rlrun.tasks.tiny_model import tiny_model_spec
+
+    plain, lean = pair(tiny_model_spec())
+    assert plain.device.type == lean.device.type == "cuda" and lean.lean is not None
+    assert next(lean.model.parameters()).is_cuda
+    a, b = sample_both(plain, lean, ArithProblems(0).batch(0, 4), 4, [160, 100, 60, 160], seed=3)
+    assert a.truncated_N.any() and not a.truncated_N.all()  # rows leave the batch at different steps
+    assert_same(a, b)
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_chunked_logprobs_and_update_on_cuda_equal_the_plain_path(tmp_path, stage):
+    from deepspeed_fixtures import build_tiny, make_batch, make_rollouts
+    from test_chunked_logprobs import trainer
+
+    from rlrun.core.losses import ClippedSurrogate
+
+    spec = build_tiny(str(tmp_path))
+    ro = make_rollouts([3, 5, 2], [8, 1, 7, 0, 1, 6], group_size=2, seed=1)
+    plain, chunked = trainer(spec, stage, 0), trainer(spec, stage, 3)
+    assert next(chunked.engine.module.parameters()).is_cuda
+    want, got = plain.logprobs(ro), chunked.logprobs(ro)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    loss = ClippedSurrogate(kl_coef=0.1)
+    stats = []
+    for t in (plain, chunked):
+        # a reference unlike the policy (0.9x), so that the KL term has a gradient
+        batch = make_batch(ro, t.logprobs(ro), 0.9 * t.logprobs(ro, reference=True), seed=2)
+        stats.append(t.update(ro, batch, loss))
+    for key in stats[0]:
+        assert stats[1][key] == pytest.approx(stats[0][key], abs=1e-5), key
+    w_plain, w_chunked = plain.weights(), chunked.weights()
+    for key in w_plain:
+        torch.testing.assert_close(w_chunked[key], w_plain[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_the_embedded_default_trains_two_steps_on_cuda(tmp_path):
+    from rlrun import dist, loop
+    from rlrun.cli import compose
+    from rlrun.run import build_run
+
+    dist.init()
+    run = build_run(compose(["debug=cpu"]), str(tmp_path))
+    assert next(run.rollout.model.parameters()).is_cuda
+    assert next(run.trainer.engine.module.parameters()).is_cuda
+    summary = loop.train(run)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "time/step_s" in line] == [1, 2]
+    assert 0.0 <= summary["end"]["acc"] <= 1.0 and summary["end"]["mean_tokens"] > 0
