@@ -138,3 +138,19 @@ def plain_step(
     adamw.step()
     stats = {k: float(v) for k, v in stats.items()} | {"optim/grad_norm": grad_norm}
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, stats
+
+
+def assert_state_close(got: dict, want: dict, atol: float = 1e-7) -> None:
+    """Same keys, and every tensor within `atol` (no relative slack)."""
+    assert sorted(got) == sorted(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=atol, msg=key)
+
+
+def assert_same_update(got: tuple[dict, dict], want: tuple[dict, dict], atol: float = 1e-6) -> None:
+    """Two `(update stats, weights after)` pairs agree: every stat and every weight within `atol`."""
+    (got_stats, got_w), (want_stats, want_w) = got, want
+    assert set(got_stats) == set(want_stats)
+    for key in want_stats:
+        assert abs(got_stats[key] - want_stats[key]) <= atol, (key, got_stats[key], want_stats[key])
+    assert_state_close(got_w, want_w, atol=atol)

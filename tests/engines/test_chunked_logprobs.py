@@ -17,7 +17,15 @@ import pytest
 import torch
 
 import deepspeed_worker as worker
-from deepspeed_fixtures import build_tiny, make_batch, make_rollouts, plain_logprobs, plain_step
+from deepspeed_fixtures import (
+    assert_same_update,
+    assert_state_close,
+    build_tiny,
+    make_batch,
+    make_rollouts,
+    plain_logprobs,
+    plain_step,
+)
 from rlrun.core.losses import ClippedSurrogate
 from rlrun.engines.model import ModelSpec, load_model
 from rlrun.engines.trainer import deepspeed as ds
@@ -66,12 +74,6 @@ def head_widths(engine):
         hook.remove()
 
 
-def assert_close(got: dict, want: dict, atol: float) -> None:
-    assert sorted(got) == sorted(want)
-    for key, value in want.items():
-        torch.testing.assert_close(got[key], value, rtol=0, atol=atol, msg=key)
-
-
 @pytest.mark.parametrize("stage", [0, 3])
 def test_chunked_logprobs_equal_the_plain_ones(spec, stage):
     ro = rollouts()
@@ -109,10 +111,7 @@ def test_chunked_update_equals_the_plain_update(request, stage, model):
     # forward chunks, then each chunk's recomputation in backward (last micro-batch: plain path)
     assert sorted(widths) == sorted([3, 3, 2] * 2 + [3, 3] * 2 + [2])
     assert got["loss/kl"] > 0 and got["optim/grad_norm"] > OPTIM.grad_clip
-    assert set(got) == set(want)
-    for key in want:
-        assert got[key] == pytest.approx(want[key], abs=1e-6), key
-    assert_close(got_w, want_w, atol=1e-6)
+    assert_same_update((got, got_w), (want, want_w), atol=1e-6)
 
 
 def test_chunked_update_is_exactly_on_policy(spec):
@@ -165,4 +164,4 @@ def test_two_ranks_take_the_full_batch_step_with_chunked_logprobs(tmp_path):
     got = results[3]
     for key, value in want_stats.items():
         assert got["stats"][key] == pytest.approx(value, abs=1e-5), key
-    assert_close(got["weights"], want_state, atol=1e-7)
+    assert_state_close(got["weights"], want_state, atol=1e-7)
