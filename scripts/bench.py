@@ -218,14 +218,16 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], 
     }
     cfg_m = run.rollout.model.config
     peak = matmul_peak_gflops(64 * (cap + 16), cfg_m.hidden_size, cfg_m.intermediate_size)
-    result["profile"] = {
-        "matmul_peak_gflops": peak,
-        "stage_gflop": gflop,
-        "stage_gflops_achieved": {s: gflop[s] / result["stage_s_median"][s] for s in gflop
-                                  if result["stage_s_median"].get(s, 0) > 0},
-        "stage_floor_s": {s: gflop[s] / peak for s in gflop},
-    }
+    result["profile"] = {"matmul_peak_gflops": peak, "stage_gflop": gflop,
+                         "stage_floor_s": {s: gflop[s] / peak for s in gflop}}
     result["rollout_vs_plain_generate"] = result["rollout_tokens_per_s"] / result["plain_generate_tokens_per_s"]
+    return with_achieved_rates(result)
+
+
+def with_achieved_rates(result: dict) -> dict:
+    """``profile.stage_gflops_achieved``: each stage's counted GFLOP over its reported median time."""
+    gflop, seconds = result["profile"]["stage_gflop"], result["stage_s_median"]
+    result["profile"]["stage_gflops_achieved"] = {s: gflop[s] / seconds[s] for s in gflop if seconds.get(s, 0) > 0}
     return result
 
 
@@ -239,15 +241,17 @@ def with_ratio(result: dict, trl_file: str | None) -> dict:
 
 def trl_once(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int) -> dict:
     """One run of scripts/bench_trl.py (TRL's GRPOTrainer on the same setting) in TRL's venv."""
-    out = tempfile.mktemp(prefix="rlrun-bench-trl-", suffix=".json")
-    cmd = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_trl.py"), "--out", out,
-           "--steps", str(steps), "--hidden", str(hidden), "--layers", str(layers), "--max-new-tokens", str(cap)]
     # without the single-process group rlrun set up here (TRL's accelerate would join its port)
     dist_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
     env = {k: v for k, v in os.environ.items() if k not in dist_vars}
-    subprocess.run(cmd + (["--kl"] if kl else []), check=True, stdout=subprocess.DEVNULL, env=env)
-    with open(out) as f:
-        return json.load(f)
+    with tempfile.TemporaryDirectory(prefix="rlrun-bench-trl-") as tmp:
+        out = os.path.join(tmp, "trl.json")
+        cmd = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_trl.py"), "--out", out,
+               "--steps", str(steps), "--hidden", str(hidden), "--layers", str(layers),
+               "--max-new-tokens", str(cap)]
+        subprocess.run(cmd + (["--kl"] if kl else []), check=True, stdout=subprocess.DEVNULL, env=env)
+        with open(out) as f:
+            return json.load(f)
 
 
 def side_by_side(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int, rounds: int,
@@ -267,7 +271,7 @@ def side_by_side(python: str, hidden: int, layers: int, kl: bool, cap: int, step
     result["trl_s_per_step_median"] = med(p["trl"] for p in pairs)
     result["ratio_to_trl"] = result["s_per_step_median"] / result["trl_s_per_step_median"]
     result["rounds"] = [{**p, "ratio": p["rlrun"] / p["trl"]} for p in pairs]
-    return result
+    return with_achieved_rates(result)
 
 
 def main() -> None:
