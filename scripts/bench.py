@@ -135,7 +135,7 @@ def stage_flops(run, step: int) -> dict[str, float]:
     and the trainer's ``logprobs`` (reference) and ``update``. Elementwise work is not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rlrun import loop
+    from rlrun.runtime import loop
 
     counted: dict[str, float] = {}
     patched = [(run.rollout, "generate", "rollout"), (run.trainer, "logprobs", "ref_logprobs"),
@@ -177,8 +177,8 @@ def matmul_peak_gflops(rows: int, hidden: int, inner: int, repeats: int = 20) ->
 def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], cap: int = 96) -> dict:
     from hydra import compose, initialize_config_module
 
-    from rlrun import dist, loop
-    from rlrun.run import build_run
+    from rlrun.runtime import dist, loop
+    from rlrun.wiring.build import build_run
 
     overrides = [
         f"steps={steps}", "prompts_per_step=8", "group_size=8", f"curriculum.max_new_tokens={cap}",

@@ -28,7 +28,7 @@ import os
 import sys
 
 from rlrun.core.evaluation import AES_WEIGHTS, aes
-from rlrun.pareto import find_run_dirs, run_label
+from rlrun.analysis.pareto import find_run_dirs, run_label
 
 ORDER = ("grpo_correct", "grpo_kimi", "drpo", "gfpo", "lcpo", "laser_d", "grpo_budget")
 NAMES = {"grpo_correct": "GRPO + correct", "grpo_kimi": "GRPO + Kimi length reward",

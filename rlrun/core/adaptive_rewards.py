@@ -23,7 +23,7 @@ Several ranks: each rank's term sees only its own completions. HAPO's history an
 accuracy are then per rank unless the hooks are set (like DLER's ``reduce_sum``):
 ``HistoryLengthReward.gather_objects`` (all-gather of a picklable object, e.g. a
 ``dist.all_gather_object``) makes every rank apply every rank's history updates, so all ranks keep
-the one global table; ``AdaptiveLengthPenalty.reduce_sum`` (e.g. ``rlrun.dist.all_reduce_sum``)
+the one global table; ``AdaptiveLengthPenalty.reduce_sum`` (e.g. ``rlrun.runtime.dist.all_reduce_sum``)
 makes the accuracy that of the whole batch. Both are collectives, called on every rank at every
 call of the term (also with zero rows).
 """

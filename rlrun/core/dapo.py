@@ -70,7 +70,7 @@ class DynamicSampling:
       a length term is in the reward.
 
     ``max_rounds`` (verl ``max_num_gen_batches``, >= 1) is read by the loop, which implements the
-    refill (``rlrun.loop.sample``): a step samples its prompts (per rank: B / world), keeps the
+    refill (``rlrun.runtime.loop.sample``): a step samples its prompts (per rank: B / world), keeps the
     varied groups, and while fewer groups than prompts are kept samples as many new prompts (the
     data moves on: dropped prompts are consumed), at most ``max_rounds`` rounds; then the first
     kept groups fill the batch and surplus kept groups are discarded (verl). Still short after

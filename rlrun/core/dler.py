@@ -9,7 +9,7 @@ the KL are options of ``rlrun.core.losses.ClippedSurrogate``.
 Batch statistics are over the rows the advantage receives: the kept completions of the step **on
 this rank**. verl computes them on the driver over the whole batch of all data-parallel ranks. With
 one process the two agree; with several, each rank standardises with its own mean and std unless
-``reduce_sum`` is set to a cross-rank sum (e.g. ``rlrun.dist.all_reduce_sum``; it is then called
+``reduce_sum`` is set to a cross-rank sum (e.g. ``rlrun.runtime.dist.all_reduce_sum``; it is then called
 on every rank, also with zero rows). Per-rank statistics are noisier estimates of the same
 quantities (every rank holds B/world groups); the difference shrinks with the per-rank batch but
 makes a multi-GPU run not bitwise the verl computation.

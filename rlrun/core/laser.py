@@ -16,7 +16,7 @@ every step with ``step % monitor_every == 0`` (the paper: after the update of ev
 ``monitor`` picks the set:
 
 - ``data`` (the paper: 500 training questions): a fixed sample of the training data
-  (``data.source.monitor(n)``), run by the loop (``rlrun.monitor``), which calls
+  (``data.source.monitor(n)``), run by the loop (``rlrun.runtime.monitor``), which calls
   :meth:`LaserD.observe_monitor` with every rank's responses;
 - ``eval``: the held-out split (``data.source.held_out(n)``), run the same way;
 - ``batch``: no extra sampling; the targets come from the **training batch being scored** (this

@@ -228,8 +228,8 @@ class GrpoLambdaReward:
     not found), λ 0.2 (the paper's "e.g., top 20%"). Holds correctness: use alone.
 
     Batch: the groups this call sees, i.e. this rank's groups of one sampling round. With several
-    ranks the paper's batch is all ranks' groups: set ``gather_cat`` (``rlrun.dist.gather_cat``) and
-    ``rank`` (``rlrun.dist.rank``) and the ranking is over every rank's groups (ties in rank order,
+    ranks the paper's batch is all ranks' groups: set ``gather_cat`` (``rlrun.runtime.dist.gather_cat``) and
+    ``rank`` (``rlrun.runtime.dist.rank``) and the ranking is over every rank's groups (ties in rank order,
     then this rank's batch order); every rank must then call the term together (the loop does).
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """

@@ -17,14 +17,14 @@ MODES = ("offline", "online", "disabled")
 
 
 def multirun_group() -> str | None:
-    """Inside a Hydra multirun, the sweep's W&B group (:func:`rlrun.sweep.sweep_group`), the group
+    """Inside a Hydra multirun, the sweep's W&B group (:func:`rlrun.analysis.sweep.sweep_group`), the group
     of the sweep's own Pareto run too, so W&B shows a sweep's runs together; else None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    from rlrun.sweep import sweep_group
+    from rlrun.analysis.sweep import sweep_group
 
     return sweep_group(HydraConfig.get().sweep.dir)
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import child_env
 from omegaconf import OmegaConf
 
-from rlrun.cli import compose
-from rlrun.config_check import config_groups
+from rlrun.wiring.cli import compose
+from rlrun.wiring.config_check import config_groups
 
 
 def rlrun(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -87,7 +87,7 @@ def test_only_rank_0_reports_a_bad_command_line():
 
 
 def test_the_deepspeed_launchers_local_rank_argument_is_taken_off(monkeypatch):
-    from rlrun.cli import launcher_args
+    from rlrun.wiring.cli import launcher_args
 
     monkeypatch.setenv("LOCAL_RANK", "unset")  # registers the original value for restoring...
     monkeypatch.delenv("LOCAL_RANK")  # ...then starts without one

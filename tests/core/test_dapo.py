@@ -87,7 +87,7 @@ def test_ex3_clip_higher(advantage, ratio, symmetric, higher):
 
 def test_ex4_dynamic_sampling_keep_decisions():
     # train_batch_size 3 prompts, G 4, metric acc; the refill itself (rounds, first 3 kept groups,
-    # error with max_rounds 1) is the loop's (rlrun.loop.sample)
+    # error with max_rounds 1) is the loop's (rlrun.runtime.loop.sample)
     flt = DynamicSampling("acc", max_rounds=10)
     group = torch.arange(4).repeat_interleave(4).tolist()
     round1 = [1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1]

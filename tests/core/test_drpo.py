@@ -370,8 +370,8 @@ def test_low_var_kl_is_k3_of_old_against_theta():
 
 
 def test_the_yaml_builds_with_c_from_the_curriculum():
-    from rlrun.cli import compose
-    from rlrun.run import build
+    from rlrun.wiring.cli import compose
+    from rlrun.wiring.build import build
 
     cfg = compose(["algo=drpo"])
     adv, loss = build(cfg, "algo.advantage"), build(cfg, "algo.loss")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from rlrun import dist, loop
-from rlrun.cli import compose
-from rlrun.run import build_run
+from rlrun.runtime import dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.build import build_run
 
 
 def test_math_data_runs_two_steps_with_verifier_counts(tmp_path):

@@ -33,10 +33,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from rlrun import checkpoint, dist, loop
-from rlrun.cli import compose
-from rlrun.config_check import ConfigError
-from rlrun.run import build_run
+from rlrun.runtime import checkpoint, dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.config_check import ConfigError
+from rlrun.wiring.build import build_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("algo", "reward", "curriculum")

@@ -53,7 +53,7 @@ def test_table_rows_are_the_runs_summaries(sweep):
 
 
 def test_lcpo_deviation_is_the_mean_distance_to_each_prompts_target():
-    from rlrun.loop import target_deviation
+    from rlrun.runtime.loop import target_deviation
     from rlrun.types import Problem
 
     problems = [Problem("a", "p", "1", {"target_tokens": 10, "target_mode": "exact"}),

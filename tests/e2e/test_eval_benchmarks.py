@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from rlrun import dist, loop
-from rlrun.cli import compose
-from rlrun.config_check import ConfigError
-from rlrun.evaluate import main as eval_main
-from rlrun.evaluate import read_baseline
-from rlrun.pareto import summary_points
-from rlrun.run import build_run, validate
+from rlrun.runtime import dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.config_check import ConfigError
+from rlrun.analysis.evaluate import main as eval_main
+from rlrun.analysis.evaluate import read_baseline
+from rlrun.analysis.pareto import summary_points
+from rlrun.wiring.build import build_run, validate
 
 KEYS = {"acc", "mean_tokens", "truncated_frac", "budget_mean_tokens",
         "budget_16/acc", "budget_16/mean_tokens", "budget_16/truncated_frac"}

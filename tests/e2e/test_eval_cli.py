@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rlrun.evaluate import main
+from rlrun.analysis.evaluate import main
 
 
 def run_eval(out, *extra):

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import debug_overrides
 
-from rlrun import dist, loop
-from rlrun.cli import compose
-from rlrun.run import build_run
+from rlrun.runtime import dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.build import build_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SLOW = {("trainer", "zero3_offload")}

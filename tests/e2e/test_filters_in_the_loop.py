@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlrun import dist, loop
-from rlrun.cli import compose
-from rlrun.run import build_run
+from rlrun.runtime import dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.build import build_run
 from rlrun.types import AdvantageInput
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from rlrun import dist, loop
-from rlrun.cli import compose
-from rlrun.config_check import ConfigError
-from rlrun.run import build_run
+from rlrun.runtime import dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.config_check import ConfigError
+from rlrun.wiring.build import build_run
 
 DEBUG = ["debug=cpu", "eval=none"]
 
@@ -36,7 +36,7 @@ def test_laser_d_monitor_set_is_sampled_when_due_and_sets_the_targets(source, tm
 
 
 def test_monitor_on_a_source_without_one_fails_at_start(tmp_path):
-    from rlrun.run import check_monitor_source
+    from rlrun.wiring.build import check_monitor_source
     from rlrun.core.laser import LaserD
     from rlrun.core.rewards import Composite
 
@@ -85,7 +85,7 @@ def test_hapo_history_is_reused_with_a_question_pool(tmp_path):
 
 
 def test_eval_at_several_budgets_with_samples_feeds_rlrun_pareto(tmp_path):
-    from rlrun.pareto import main as pareto_main
+    from rlrun.analysis.pareto import main as pareto_main
 
     dist.init()
     run_dir = tmp_path / "run"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rlrun import pareto
+from rlrun.analysis import pareto
 
 LASER = "algo=drpo reward=laser_d"
 L1 = "algo=drpo reward=l1_exact"
@@ -140,8 +140,8 @@ def test_pareto_logs_a_wandb_table_offline(runs, tmp_path, monkeypatch):
 
 
 def test_wandb_lines_one_per_run_and_the_frontier():
-    from rlrun.pareto import Point
-    from rlrun.pareto_plot import method_lines
+    from rlrun.analysis.pareto import Point
+    from rlrun.analysis.pareto_plot import method_lines
 
     points = [Point("a", "heldout", None, 0.8, 400.0, "start", 0, "r0"),
               Point("a", "heldout", None, 0.9, 300.0, "end", 10, "r0", on_frontier=True),

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rlrun import dist, loop
-from rlrun.cli import compose
-from rlrun.run import build_run
+from rlrun.runtime import dist, loop
+from rlrun.wiring.cli import compose
+from rlrun.wiring.build import build_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # options that only work with others (each refuses to start alone, with a one-line reason)

@@ -1,4 +1,4 @@
-"""A Hydra multirun (``rlrun -m ...``) draws its own Pareto picture when it ends (rlrun.sweep): the
+"""A Hydra multirun (``rlrun -m ...``) draws its own Pareto picture when it ends (rlrun.analysis.sweep): the
 sweep dir gets pareto.csv/json/png/svg from the runs' files, a W&B sweep run holds the table and
 chart when the runs log to W&B (offline here: no network), and failed runs are left out."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 
 from conftest import child_env
 
-from rlrun import sweep
+from rlrun.analysis import sweep
 
 # 2 debug steps on the tiny model, held-out evaluation at step 0 (start) and 2 (end) on 2 problems:
 # each run puts exactly 2 points (start, end) on the heldout panel.

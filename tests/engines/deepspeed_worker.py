@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from deepspeed_fixtures import make_batch, make_rollouts, subset  # noqa: E402
 
-from rlrun import dist  # noqa: E402
+from rlrun.runtime import dist  # noqa: E402
 from rlrun.core.losses import ClippedSurrogate  # noqa: E402
 from rlrun.engines.model import ModelSpec  # noqa: E402
 from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings  # noqa: E402

@@ -55,9 +55,9 @@ def test_chunked_logprobs_and_update_on_cuda_equal_the_plain_path(tmp_path, stag
 
 
 def test_the_embedded_default_trains_two_steps_on_cuda(tmp_path):
-    from rlrun import dist, loop
-    from rlrun.cli import compose
-    from rlrun.run import build_run
+    from rlrun.runtime import dist, loop
+    from rlrun.wiring.cli import compose
+    from rlrun.wiring.build import build_run
 
     dist.init()
     run = build_run(compose(["debug=cpu"]), str(tmp_path))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from rlrun.cli import compose
+from rlrun.wiring.cli import compose
 from rlrun.tasks.jsonl_data import DEFAULT_PROMPT, DatasetProblems, builtin_names
 
 ROWS = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "amc": 83, "minerva": 272,

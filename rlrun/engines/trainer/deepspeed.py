@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from rlrun import dist
+from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
 from rlrun.types import LossNorm, Rollouts, TrainBatch
 

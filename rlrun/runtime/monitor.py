@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from rlrun import dist
+from rlrun.runtime import dist
 from rlrun.types import Problem
 
 MONITOR_SOURCES = ("data", "eval")

@@ -91,7 +91,7 @@ def benchmark_names() -> list[str]:
 def check_benchmark(name: str, where: str = "") -> None:
     """ValueError (one line: ``where`` (where the name was given, e.g. ``"--data "``), the name, a
     close match and the valid names) unless ``name`` is a benchmark."""
-    from rlrun.config_check import suggest
+    from rlrun.wiring.config_check import suggest
 
     valid = benchmark_names()
     if name not in valid:
@@ -124,11 +124,11 @@ def benchmark(name: str, n: int, seed: int, timeout_s: float = 5.0, prompt: str 
 
 
 def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, float]:
-    """Metrics of ``k`` samples per problem at one budget (``rlrun.loop.sample_and_score``, the
+    """Metrics of ``k`` samples per problem at one budget (``rlrun.runtime.loop.sample_and_score``, the
     in-loop evaluation's), plus L1's deviation with ``--lcpo`` and the verifier's counts."""
     import torch
 
-    from rlrun.loop import sample_and_score
+    from rlrun.runtime.loop import sample_and_score
 
     caps = [budget] * len(problems)
     if args.lcpo:

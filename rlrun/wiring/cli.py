@@ -24,7 +24,7 @@ from typing import NoReturn
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config_check import ConfigError, config_groups, suggest
+from rlrun.wiring.config_check import ConfigError, config_groups, suggest
 
 # Flags that don't take the pre-check; --run/-r is a plain run.
 PLAIN_RUN_FLAGS = ("--run", "-r")
@@ -106,7 +106,7 @@ def precheck(argv: list[str]) -> None:
         cfg = compose(overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(exc, overrides)
-    from rlrun.run import validate
+    from rlrun.wiring.build import validate
 
     try:
         validate(cfg, world_size=1)  # the world size is checked again inside the app
@@ -119,8 +119,8 @@ def app(cfg: DictConfig) -> None:
     """One training run in Hydra's run dir (one job of a sweep)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from rlrun import dist, loop, report, rundir
-    from rlrun.run import build_run
+    from rlrun.runtime import dist, loop, report, rundir
+    from rlrun.wiring.build import build_run
 
     dist.init()
     # Every rank writes to rank 0's run dir (ranks may start in different seconds).

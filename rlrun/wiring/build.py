@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rlrun.config_check import (
+from rlrun.wiring.config_check import (
     ConfigError,
     check_component_node,
     check_fields,
@@ -69,7 +69,7 @@ class EvalSettings:
     ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``.
     The data group's held-out split is logged as ``eval/heldout/...``; ``benchmarks`` names further
     sets evaluated the same way at the same steps (``arith`` or a vendored data set, the first
-    ``problems`` of each, ``rlrun.evaluate.benchmark``), logged as ``eval/<name>/...``.
+    ``problems`` of each, ``rlrun.analysis.evaluate.benchmark``), logged as ``eval/<name>/...``.
     ``every`` K > 0 adds every K-th step (K, 2K, ... <= steps) to ``at_steps`` at validation, so a
     preset's curve thins out with the run's length (a 2-step debug run evaluates no extra step)."""
 
@@ -100,7 +100,7 @@ class Settings:
 
 @dataclass
 class Run:
-    """Everything the loop needs, built from one config (``rlrun.loop.train(run)``).
+    """Everything the loop needs, built from one config (``rlrun.runtime.loop.train(run)``).
 
     ``problems`` is the data group's source (``data.source``); ``config`` the resolved config as
     plain containers (for the run dir, the logger and checkpoints).
@@ -126,7 +126,7 @@ class Run:
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Close the logger and write ``summary.json`` (rank 0 only)."""
-        from rlrun import dist, rundir
+        from rlrun.runtime import dist, rundir
 
         self.logger.close(summary)
         if dist.is_main():
@@ -204,11 +204,11 @@ def check_ranges(s: Settings) -> None:
 
 
 def check_benchmarks(names: tuple[str, ...]) -> None:
-    """Every ``eval.benchmarks`` entry is a benchmark ``rlrun.evaluate.benchmark`` builds, once
+    """Every ``eval.benchmarks`` entry is a benchmark ``rlrun.analysis.evaluate.benchmark`` builds, once
     (``heldout`` is the data group's own split, always evaluated, so it is not one)."""
     if not names:
         return
-    from rlrun.evaluate import check_benchmark
+    from rlrun.analysis.evaluate import check_benchmark
 
     given = f"eval.benchmarks=[{','.join(names)}]"
     for i, name in enumerate(names):
@@ -282,7 +282,7 @@ def accepted(cfg: DictConfig, path: str, offered: dict[str, Any]) -> dict[str, A
 def gather_prompts(values_B):
     """Every rank's per-prompt values in rank order, and where this rank's block starts (ranks
     hold equal numbers of prompts): for filters that keep statistics over all prompts."""
-    from rlrun import dist
+    from rlrun.runtime import dist
 
     return dist.gather_cat(values_B), dist.rank() * len(values_B)
 
@@ -309,7 +309,7 @@ def check_prompts_and_reward(prompts: Any, reward: Any) -> None:
 
 def check_monitor_source(problems: Any, reward: Any) -> None:
     """A reward term with a monitor set (LASER-D monitor=data/eval) needs a data source that gives one."""
-    from rlrun import monitor
+    from rlrun.runtime import monitor
 
     try:
         monitor.check_source(problems, monitor.monitored_pieces(reward))
@@ -369,7 +369,7 @@ def wire_collectives(*pieces: Any) -> None:
     (HAPO, GFPO's adaptive difficulty, LSPO) get the collectives as attributes (core cannot import
     dist); each calls them on every rank at every step. Composites and chained filters are
     searched for their parts."""
-    from rlrun import dist
+    from rlrun.runtime import dist
 
     hooks = {"reduce_sum": dist.all_reduce_sum, "gather_objects": dist.all_gather_object,
              "gather": gather_prompts, "gather_cat": dist.gather_cat}
@@ -388,7 +388,7 @@ def build_run(cfg: DictConfig, out_dir: str, engines: tuple[Any, Any] | None = N
     """Validate ``cfg`` and build the run; see the module docstring for the order. ``engines`` =
     ``(rollout, trainer)`` already built (from the same model, rollout and trainer options) are used
     instead of building new ones: many runs of cheap pieces in one process (the combination test)."""
-    from rlrun import dist
+    from rlrun.runtime import dist
 
     settings = validate(cfg, dist.world_size(), out_dir)
     config = OmegaConf.to_container(cfg, resolve=True)

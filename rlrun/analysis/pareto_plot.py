@@ -16,7 +16,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rlrun.pareto import Curve, Point
+    from rlrun.analysis.pareto import Curve, Point
 
 MARKERS = {"start": "o", "end": "o", "eval": "^", "step": "."}
 
@@ -184,7 +184,7 @@ def log_pareto_to_wandb(points: list[Point], run=None, out_dir: str | None = Non
     mean tokens (``pareto/scatter``, ``wandb.plot.scatter``) and the same with one line per run and
     one for the Pareto frontier (``pareto/lines``, ``wandb.plot.line_series``). Without ``run``, starts a run in
     ``mode`` (offline by default) writing under ``out_dir``, with the given project, job type, name,
-    group and config (``rlrun-pareto --wandb`` and the sweep run of rlrun.sweep), and finishes it.
+    group and config (``rlrun-pareto --wandb`` and the sweep run of rlrun.analysis.sweep), and finishes it.
     Returns the run."""
     import wandb
 

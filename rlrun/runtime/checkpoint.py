@@ -16,7 +16,7 @@ import random
 import numpy as np
 import torch
 
-from rlrun import dist
+from rlrun.runtime import dist
 
 STATEFUL = ("problems", "verifier", "reward", "filter", "advantage", "loss", "curriculum")
 

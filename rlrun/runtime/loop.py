@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rlrun import checkpoint, dist, report
+from rlrun.runtime import checkpoint, dist, report
 from rlrun.core.metrics import reward_metrics, rollout_metrics
-from rlrun.monitor import rank_share, run_monitors
+from rlrun.runtime.monitor import rank_share, run_monitors
 from rlrun.types import AdvantageInput, Rollouts, Scored, StepInput, TrainBatch, Verdicts
 
 
@@ -64,13 +64,13 @@ def evaluate(run, problems, step: int = 0, verifier=None) -> dict[str, float]:
 def eval_sets(run) -> dict[str, tuple[list, object]]:
     """The evaluation's sets by metric name, each ``(problems, verifier)``: ``heldout``, the data
     group's held-out split and verifier, then each ``eval.benchmarks`` entry, the first
-    ``eval.problems`` of it (``rlrun.evaluate.benchmark``, the helper ``rlrun-eval`` uses; a
+    ``eval.problems`` of it (``rlrun.analysis.evaluate.benchmark``, the helper ``rlrun-eval`` uses; a
     vendored set is shown with the data source's prompt template when it has one, so the policy
     sees the prompt it trains on). Empty when nothing is evaluated."""
     s = run.settings
     if not s.eval.at_steps:
         return {}
-    from rlrun.evaluate import benchmark
+    from rlrun.analysis.evaluate import benchmark
 
     sets = {"heldout": (run.problems.held_out(s.eval.problems), run.verifier)}
     prompt = getattr(run.problems, "prompt", None)

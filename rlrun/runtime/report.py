@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from rlrun import dist
+from rlrun.runtime import dist
 
 
 def line(text: str) -> None:

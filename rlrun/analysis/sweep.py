@@ -6,11 +6,11 @@ hydra-submitit, the one that submitted them and waited for their results), so it
 files the runs left in the sweep dir (``hydra.sweep.dir``):
 
 - it writes the sweep's ``pareto.png``, ``pareto.svg``, ``pareto.csv`` and ``pareto.json`` there
-  (rlrun.pareto, as ``rlrun-pareto SWEEP_DIR`` would, over the runs that wrote a ``summary.json``);
+  (rlrun.analysis.pareto, as ``rlrun-pareto SWEEP_DIR`` would, over the runs that wrote a ``summary.json``);
 - when the runs log to W&B (``logger=wandb``, the default logger, offline unless
   ``logger.mode=online``), it logs ONE more W&B run for the sweep, named ``sweep-<date>-<time>``,
   grouped by the sweep dir, job type ``sweep``, holding the Pareto table and scatter chart
-  (rlrun.pareto_plot.log_pareto_to_wandb, as ``rlrun-pareto --wandb``), in the runs' mode and
+  (rlrun.analysis.pareto_plot.log_pareto_to_wandb, as ``rlrun-pareto --wandb``), in the runs' mode and
   project, written under the sweep dir as theirs are under their run dirs. Offline needs no network.
 
 It never fails the multirun: any problem is one printed line. Runs without a summary.json (failed or
@@ -35,8 +35,8 @@ def say(line: str) -> None:
 
 
 def job_dirs(sweep_dir: str) -> list[str]:
-    """:func:`rlrun.pareto.job_dirs`, imported when a sweep ends (not at every ``rlrun`` start)."""
-    from rlrun.pareto import job_dirs as found
+    """:func:`rlrun.analysis.pareto.job_dirs`, imported when a sweep ends (not at every ``rlrun`` start)."""
+    from rlrun.analysis.pareto import job_dirs as found
 
     return found(sweep_dir)
 
@@ -84,7 +84,7 @@ def summarise_sweep(sweep_dir: str, name: str, use_wandb: bool = True) -> str | 
     """Write the sweep's Pareto files into ``sweep_dir`` from its finished runs and, when
     ``use_wandb`` and the runs log to W&B, log the sweep run ``name``. Prints what it did, one line
     each; returns the picture's path, or None when there was nothing to draw."""
-    from rlrun import pareto
+    from rlrun.analysis import pareto
 
     runs = job_dirs(sweep_dir)
     done = [d for d in runs if finished(d)]
@@ -116,8 +116,8 @@ def summarise_sweep(sweep_dir: str, name: str, use_wandb: bool = True) -> str | 
 def log_sweep_run(points, sweep_dir: str, name: str, settings: dict[str, str], done: list[str],
                   skipped: list[str]) -> None:
     """The sweep's own W&B run: the Pareto table and scatter chart, in the runs' mode and project."""
-    from rlrun.pareto import run_label
-    from rlrun.pareto_plot import log_pareto_to_wandb
+    from rlrun.analysis.pareto import run_label
+    from rlrun.analysis.pareto_plot import log_pareto_to_wandb
 
     config = {"sweep_dir": os.path.abspath(sweep_dir),
               "runs": {run_label(d): os.path.abspath(d) for d in done},

@@ -16,7 +16,7 @@ start, end and budget points; intermediate ``step_<N>`` evaluations are drawn as
 trajectory but are not candidates, since the frontier compares finished configurations. Each point
 also gets its AES against its run's start on the same benchmark (O1-Pruner weights 1, 3, 5).
 Writes ``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``pareto.svg``. A multirun
-(``rlrun -m ...``) does the same by itself when it ends (rlrun.sweep), and logs a W&B sweep run
+(``rlrun -m ...``) does the same by itself when it ends (rlrun.analysis.sweep), and logs a W&B sweep run
 when its runs use W&B.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from rlrun.core.evaluation import AES_WEIGHTS, aes, pareto_frontier
-from rlrun.pareto_plot import (  # they import matplotlib, wandb lazily
+from rlrun.analysis.pareto_plot import (  # they import matplotlib, wandb lazily
     log_pareto_to_wandb,
     plot_pareto,
 )
@@ -255,7 +255,7 @@ def write_tables(points: list[Point], curves: list[Curve], out_dir: str) -> list
 
 def write_outputs(points: list[Point], curves: list[Curve], out_dir: str) -> list[str]:
     """Write pareto.csv, pareto.json, pareto.png and pareto.svg into ``out_dir`` (made if missing);
-    returns their paths. Used by ``rlrun-pareto`` and after a sweep (rlrun.sweep)."""
+    returns their paths. Used by ``rlrun-pareto`` and after a sweep (rlrun.analysis.sweep)."""
     os.makedirs(out_dir, exist_ok=True)
     return write_tables(points, curves, out_dir) + plot_pareto(points, curves, out_dir)
 
