@@ -353,7 +353,7 @@ def build_optional(cfg: DictConfig, curriculum: Any) -> tuple[Any, Any, Any]:
     keep = build(cfg, "algo.filter") if node_at(cfg, "algo.filter") is not None else None
     extra = getattr(curriculum, "filter", None)
     if extra is not None:
-        from rlrun.core.budget_curricula import ChainedFilter
+        from rlrun.core.lspo import ChainedFilter
 
         keep = extra if keep is None else ChainedFilter([keep, extra])
     prompts, train_rows = (build(cfg, path) if node_at(cfg, path) is not None else None

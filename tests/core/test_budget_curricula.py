@@ -5,13 +5,12 @@ import math
 import pytest
 import torch
 
-from rlrun.core.budget_curricula import (ChainedFilter, ExponentialBudget, LengthAwareSampling,
-                                         LinearBudget, LSPOCurriculum, PerDifficultyBudget,
-                                         ThinkPruneLimit, geometric_budget, lower_quantile,
-                                         stepwise_budget, to_tokens)
+from rlrun.core.budget_curricula import (ExponentialBudget, LinearBudget, PerDifficultyBudget,
+                                         ThinkPruneLimit, geometric_budget, stepwise_budget, to_tokens)
 from rlrun.core.budget_rewards import triangular_length_reward
 from rlrun.core.dapo import DynamicSampling
 from rlrun.core.dler import TruncationReward
+from rlrun.core.lspo import ChainedFilter, LengthAwareSampling, LSPOCurriculum, lower_quantile
 from rlrun.core.advantages import GroupNormalized
 from rlrun.types import AdvantageInput, Problem, Rollouts, StepInput, Verdicts
 
