@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from rlrun.core.advantages import GroupNormalized
-from rlrun.core.laser import (
-    Laser,
+from rlrun.core.laser import Laser, base_score
+from rlrun.core.laser_controller import LaserLengthController
+from rlrun.core.laser_d import (
     LaserD,
     LaserDE,
-    LaserLengthController,
     LaserTargets,
-    base_score,
     candidate_lengths,
     monitor_buckets,
     repetition_start,

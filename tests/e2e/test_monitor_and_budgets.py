@@ -37,7 +37,7 @@ def test_laser_d_monitor_set_is_sampled_when_due_and_sets_the_targets(source, tm
 
 def test_monitor_on_a_source_without_one_fails_at_start(tmp_path):
     from rlrun.wiring.build import check_monitor_source
-    from rlrun.core.laser import LaserD
+    from rlrun.core.laser_d import LaserD
     from rlrun.core.rewards import Composite
 
     reward = Composite({"laser_d": {"weight": 1.0, "fn": LaserD(monitor="data")}})
