@@ -92,12 +92,12 @@ def model_overrides(hidden: int, layers: int) -> list[str]:
     if (hidden, layers) == (128, 2):
         return []
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench_trl
+    import bench_trl_inputs
 
     workdir = Path(tempfile.mkdtemp(prefix="rlrun-bench-model-"))
     args = argparse.Namespace(hidden=hidden, layers=layers, seed=0, model_path=None, tokenizer_path=None,
                               weights="random")
-    spec, _, _ = bench_trl.resolve_model(args, workdir)
+    spec, _, _ = bench_trl_inputs.resolve_model(args, workdir)
     return ["model._target_=rlrun.engines.model.ModelSpec", f"+model.path={spec.path}",
             f"+model.tokenizer_path={spec.tokenizer_path}"]
 
