@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Time the slow tests may take in `make test` before they are stopped (CI runs them if time allows).
 SLOW_BUDGET_S ?= 780
 
-.PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl compare-embedded clean
+.PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl compare-embedded docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -71,6 +71,11 @@ compare-embedded: $(STAMP)
 	$(BIN)/rlrun -m experiment=$(subst $(eval) ,$(comma),$(addprefix compare/,$(COMPARE_METHODS))) hydra.sweep.dir=$(COMPARE_DIR)
 	$(BIN)/python scripts/compare_embedded.py $(COMPARE_DIR)
 	$(BIN)/rlrun-pareto $(COMPARE_DIR)
+
+## docs: build the documentation site (MkDocs + Material, docs/ and mkdocs.yml) into outputs/site;
+## --strict fails on a broken link or anchor (browse it live with .venv/bin/mkdocs serve)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir outputs/site
 
 clean:
 	rm -rf build dist *.egg-info outputs multirun
