@@ -120,6 +120,11 @@ def test_site_builds_strict(tmp_path):
     done = mkdocs(ROOT / "mkdocs.yml", tmp_path / "site")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "index.html").exists()
+    # every markdown table renders as one (a bare | inside a cell silently turns a table into text)
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        tables = len(re.findall(r"^\|[-:| ]+\|\s*$", page.read_text(), flags=re.M))
+        html = tmp_path / "site" / ("" if page.stem == "index" else page.stem) / "index.html"
+        assert html.read_text().count("<table") == tables, f"{page.name}: a table does not render"
 
 
 def test_a_broken_link_fails_the_build(tmp_path):
