@@ -154,6 +154,52 @@ def test_readme_relative_links_exist():
     assert not missing, f"README.md links to missing files: {missing}"
 
 
+# -- paths and the package layout -----------------------------------------------------------------
+EXAMPLE_PATHS = {"conf/reward/short_is_good.yaml"}  # the file adding-a-method.md tells you to create
+
+
+def test_repo_paths_named_exist():
+    """Every ``rlrun/...``, ``tests/...``, ``scripts/...``, ``conf/...`` or ``docs/...`` path the pages
+    name (in code) exists: the docs follow the code when files move."""
+    missing = []
+    for page in PAGES:
+        for match in re.finditer(r"(?<![\w/.])((?:rlrun|tests|scripts|conf|docs)/[\w/.-]*\w)", code_of(page.read_text())):
+            path = match.group(1).split("::")[0]
+            if path not in EXAMPLE_PATHS and not (ROOT / path).exists():
+                missing.append(f"{page.relative_to(ROOT)}: {path}")
+    assert not missing, f"paths named in the docs that do not exist: {sorted(set(missing))}"
+
+
+def test_layout_matches_the_package():
+    """The package map in docs/design.md names every top-level module and package of rlrun/, and every
+    file and folder it names under them exists."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = re.search(r"^## Layout\n+```\n(.*?)^```", text, flags=re.M | re.S).group(1).splitlines()
+    start = block.index("rlrun/")
+    named, wrong, top = set(), [], None
+    for line in block[start + 1:]:
+        if not line.startswith(" "):
+            break  # the next top-level entry (scripts/, ...)
+        entry = re.match(r"^  (\w+)(/|\.py)", line)
+        if entry:
+            top = entry.group(1) + entry.group(2)
+            named.add(top)
+            line = line[entry.end():]
+        base = ROOT / "rlrun" / top.rstrip("/") if top.endswith("/") else ROOT / "rlrun"
+        if not (ROOT / "rlrun" / top).exists():
+            wrong.append(f"rlrun/{top}")
+        for name in re.findall(r"\b(\w+\.py)\b", line):
+            if not list(base.rglob(name)):
+                wrong.append(f"{base.relative_to(ROOT)}/**/{name}")
+        for name in re.findall(r"(?<![\w/])(\w+)/(?!\w)", line):
+            if not (base / name).is_dir():
+                wrong.append(f"{base.relative_to(ROOT)}/{name}/")
+    actual = {p.name + ("/" if p.is_dir() else "") for p in (ROOT / "rlrun").iterdir()
+              if (p.is_dir() and (p / "__init__.py").exists()) or (p.suffix == ".py" and not p.name.startswith("__"))}
+    assert not wrong, f"docs/design.md's layout names what rlrun/ does not have: {wrong}"
+    assert actual <= named, f"docs/design.md's layout leaves out: {sorted(actual - named)}"
+
+
 # -- make targets ------------------------------------------------------------------------------------
 def makefile_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text()
