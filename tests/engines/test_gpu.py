@@ -3,7 +3,8 @@
 The same checks as the CPU tests, on the GPU: the lean decode samples the tokens the plain Hugging
 Face forward samples (tests/engines/test_lean_decode.py); chunked log-probs give the plain path's
 log-probs and optimizer step (tests/engines/test_chunked_logprobs.py); and a 2-step run of the
-embedded default trains on the GPU end to end (rollout and trainer on CUDA, nccl).
+embedded default trains on the GPU end to end (rollout and trainer on CUDA, nccl) and keeps the tiny
+model's held-out accuracy within the bound measured on CPU (END_ACC_MIN).
 """
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make test-gpu)"),
 ]
+
+# The held-out accuracy (8 problems) after the 2-step `debug=cpu` run of the embedded default, measured
+# on CPU (no GPU was lent to this task) on 2026-12-06 at commit be1a630, seeds 0-9 each alone: the body
+# of test_the_embedded_default_trains_two_steps_on_cuda without the device asserts, as
+# `build_run(compose(["debug=cpu", f"seed={s}"]), d)` then `loop.train(run)["end"]["acc"]`:
+#   seed   0     1     2     3     4     5     6     7     8     9
+#   end    1.0   1.0   0.875 0.875 1.0   1.0   1.0   0.875 0.875 1.0    (min 0.875, max 1.0)
+#   start  1.0   1.0   0.875 1.0   1.0   1.0   1.0   1.0   1.0   1.0    (step 0, before training)
+# CUDA samples other random numbers than the CPU (and may differ in float rounding), so the GPU run is
+# one more seed: the bound is 4 of 8, three problems below the lowest measured; a model broken on the
+# GPU (wrong weights, decode or update) scores near 0. The measured maximum is the ceiling, 1.0.
+END_ACC_MIN = 0.5
 
 
 def test_lean_decode_on_cuda_samples_what_the_plain_path_samples():
@@ -55,6 +68,10 @@ def test_chunked_logprobs_and_update_on_cuda_equal_the_plain_path(tmp_path, stag
 
 
 def test_the_embedded_default_trains_two_steps_on_cuda(tmp_path):
+    """Two steps of `rlrun debug=cpu` with rollout and trainer on CUDA; the held-out accuracy at the
+    end must be at least END_ACC_MIN = 0.5 (4 of 8 problems). The bound was measured on CPU, not on a
+    GPU (no GPU was lent to this task): the same run on CPU for seeds 0-9 ended at 0.875-1.0
+    (2026-12-06, values and command above END_ACC_MIN)."""
     from rlrun.runtime import dist, loop
     from rlrun.wiring.cli import compose
     from rlrun.wiring.build import build_run
@@ -66,4 +83,5 @@ def test_the_embedded_default_trains_two_steps_on_cuda(tmp_path):
     summary = loop.train(run)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "time/step_s" in line] == [1, 2]
-    assert 0.0 <= summary["end"]["acc"] <= 1.0 and summary["end"]["mean_tokens"] > 0
+    assert END_ACC_MIN <= summary["end"]["acc"] <= 1.0, summary  # measured on CPU: 0.875-1.0 (above)
+    assert summary["end"]["mean_tokens"] > 0
