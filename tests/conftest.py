@@ -59,13 +59,13 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def step_input(correct, sampled_tokens, truncated, cap, group_size):
-    """A StepInput (for reward terms) whose completion i has ``sampled_tokens[i]`` sampled ids, EOS
+    """A StepBatch (for reward terms) whose completion i has ``sampled_tokens[i]`` sampled ids, EOS
     included when it is not truncated, under generation cap ``cap``; groups of ``group_size``."""
-    from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+    from rlrun.types import Problem, StepBatch, Verdicts
 
     n = len(correct)
     problems = [Problem(uid=f"p{b}", prompt="q", answer="a") for b in range(n // group_size)]
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=problems, group_size=group_size, prompt_ids=[[1]] * len(problems),
         completion_ids=[[7] * k for k in sampled_tokens], texts=[""] * n,
         length_tokens_N=torch.tensor([k - (0 if t else 1) for k, t in zip(sampled_tokens, truncated)]),
@@ -73,4 +73,11 @@ def step_input(correct, sampled_tokens, truncated, cap, group_size):
     )
     verdicts = Verdicts(correct_N=torch.tensor(correct, dtype=torch.float32),
                         format_ok_N=torch.ones(n), predicted=[None] * n)
-    return StepInput(rollouts=rollouts, verdicts=verdicts, step=0)
+    return with_verdicts(rollouts=rollouts, verdicts=verdicts, step=0)
+
+
+def with_verdicts(rollouts, verdicts, step: int = 0):
+    """The step batch a reward term reads: the engine's columns, the verifier's and the step."""
+    from rlrun.types import columns
+
+    return rollouts.with_columns(step=step, **columns(verdicts))

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from rlrun.core.evaluation import AES_WEIGHTS
+from rlrun.tasks.eval_sets import benchmark, check_benchmark
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,54 +82,13 @@ def model_spec(model: str, tokenizer: str | None):
     return ModelSpec(model, tokenizer), None
 
 
-def benchmark_names() -> list[str]:
-    """Every name ``benchmark`` accepts: ``arith`` and the vendored data sets (``builtin:<name>``)."""
-    from rlrun.tasks.jsonl_data import builtin_names
-
-    return ["arith", *builtin_names()]
-
-
-def check_benchmark(name: str, where: str = "") -> None:
-    """ValueError (one line: ``where`` (where the name was given, e.g. ``"--data "``), the name, a
-    close match and the valid names) unless ``name`` is a benchmark."""
-    from rlrun.wiring.config_check import suggest
-
-    valid = benchmark_names()
-    if name not in valid:
-        raise ValueError(f"{where}{name} is not a benchmark{suggest(name, valid)}; valid: {', '.join(valid)}")
-
-
-def benchmark(name: str, n: int, seed: int, timeout_s: float = 5.0, prompt: str | None = None,
-              verifiers: dict | None = None):
-    """``(problems, verifier)`` of one benchmark, shared by ``rlrun-eval`` and the in-loop evaluation
-    (``eval.benchmarks``): ``arith``, the built-in task's held-out split (``n`` problems of seed
-    ``seed``) checked by the boxed-integer verifier, or a vendored data set (``builtin:<name>``, its
-    first ``n`` rows in file order, shown with ``prompt``, by default the data sets' usual one)
-    checked by math-verify with ``timeout_s`` seconds per answer. ``verifiers`` (a dict the caller
-    keeps) lets benchmarks of one kind share a verifier, so math-verify's worker processes start once.
-    """
-    check_benchmark(name)
-    verifiers = {} if verifiers is None else verifiers
-    if name == "arith":
-        from rlrun.tasks.arith import ArithProblems
-        from rlrun.tasks.verify import BoxedAnswerVerifier
-
-        return ArithProblems(seed=seed).held_out(n), verifiers.setdefault("boxed", BoxedAnswerVerifier())
-    from rlrun.tasks.jsonl_data import DEFAULT_PROMPT, DatasetProblems
-    from rlrun.tasks.math_verifier import MathVerifier
-
-    source = DatasetProblems(path=f"builtin:{name}", seed=seed, prompt=prompt or DEFAULT_PROMPT)
-    if "math" not in verifiers:
-        verifiers["math"] = MathVerifier(timeout_s=timeout_s)
-    return source.held_out(n), verifiers["math"]
-
-
 def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, float]:
-    """Metrics of ``k`` samples per problem at one budget (``rlrun.runtime.loop.sample_and_score``, the
-    in-loop evaluation's), plus L1's deviation with ``--lcpo`` and the verifier's counts."""
+    """Metrics of ``k`` samples per problem at one budget (``rlrun.runtime.evaluation.sample_and_score``,
+    the in-loop evaluation's), plus L1's deviation with ``--lcpo`` and the verifier's counts."""
     import torch
 
-    from rlrun.runtime.loop import sample_and_score
+    from rlrun.runtime.evaluation import sample_and_score
+    from rlrun.types import HasMetrics
 
     caps = [budget] * len(problems)
     if args.lcpo:
@@ -146,7 +106,7 @@ def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, flo
         from rlrun.core.evaluation import length_deviation
 
         out["length_deviation"] = length_deviation(rollouts.length_tokens_N.float(), float(budget))
-    if hasattr(verifier, "metrics"):
+    if isinstance(verifier, HasMetrics):
         out.update(verifier.metrics())
     return out
 
@@ -265,8 +225,10 @@ def evaluate_all(rollout, names: list[str], args, baseline: dict | None) -> dict
             aes_cell = "" if baseline is None else f"{m['aes']:>9.3f}" if m.get("aes") is not None else f"{'-':>9}"
             print(f"{name:<16}{budget:>8}{m['acc']:>8.3f}{m[f'pass@{args.k}']:>9.3f}{m['mean_tokens']:>9.1f}"
                   f"{m['truncated_frac']:>11.3f}{aes_cell}", flush=True)
+    from rlrun.types import Closable
+
     for verifier in verifiers.values():
-        if hasattr(verifier, "close"):
+        if isinstance(verifier, Closable):
             verifier.close()
     return results
 

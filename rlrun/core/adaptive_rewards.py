@@ -20,34 +20,31 @@ re-tokenisation); A-DLP's and Format-Length's verl code count the EOS token too:
 ``count_eos=True`` on those two for verl's count (``len(completion_ids)``).
 
 Several ranks: each rank's term sees only its own completions. HAPO's history and A-DLP's batch
-accuracy are then per rank unless the hooks are set (like DLER's ``reduce_sum``):
-``HistoryLengthReward.gather_objects`` (all-gather of a picklable object, e.g. a
-``dist.all_gather_object``) makes every rank apply every rank's history updates, so all ranks keep
-the one global table; ``AdaptiveLengthPenalty.reduce_sum`` (e.g. ``rlrun.runtime.dist.all_reduce_sum``)
-makes the accuracy that of the whole batch. Both are collectives, called on every rank at every
-call of the term (also with zero rows).
+accuracy would then be per rank; both terms declare ``UsesCollectives`` (``collectives``, set by
+the runtime, ``rlrun.core.collectives``): HAPO's ``gather_objects`` makes every rank apply every
+rank's history updates, so all ranks keep the one global table; A-DLP's ``reduce_sum`` makes the
+accuracy that of the whole batch. Both are collectives, called on every rank at every call of the
+term (also with zero rows). With the default (``LOCAL``) each process is its own world.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from rlrun.types import StepInput
+from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.types import StepBatch
 
 HAPO_SHAPES = ("cosine", "linear")
 HAPO_MODES = ("min", "mean")
 FL_SHAPES = ("quadratic", "polyline")
-GatherObjects = Callable[[Any], list]
-ReduceSum = Callable[[torch.Tensor], torch.Tensor]
 
 
-def lengths_N(step: StepInput, count_eos: bool = False) -> torch.Tensor:
+def lengths_N(batch: StepBatch, count_eos: bool = False) -> torch.Tensor:
     """Response length per completion, float64 (N,): ``length_tokens_N`` (no EOS), or with
     ``count_eos`` the sampled ids including EOS when one was emitted (verl's response mask)."""
-    r = step.rollouts
+    r = batch
     if count_eos:
         return r.sampled_tokens_N.to(torch.float64)
     return r.length_tokens_N.to(torch.float64)
@@ -104,10 +101,10 @@ class HistoryLengthReward:
     over its correct lengths ``L_1..L_m``. Questions without a correct completion keep ``h_q``
     (possibly Null: length reward 0). A call is one sampling round (the loop scores each round of
     dynamic sampling separately): a question is compared with the history of earlier calls only.
-    Several ranks: without ``gather_objects`` each rank keeps the history of the questions it
-    scored (a question served to another rank in a later epoch starts there from Null, and a
-    checkpoint written by rank 0 holds rank 0's table only); with it every rank applies all ranks'
-    updates (HAPO's code merges its per-process tables the same way: min, count-weighted mean).
+    Several ranks: with one process's collectives each rank would keep the history of the questions
+    it scored (a question served to another rank in a later epoch starts there from Null, and a
+    checkpoint written by rank 0 holds rank 0's table only); with the run's every rank applies all
+    ranks' updates (HAPO's code merges its per-process tables the same way: min, count-weighted mean).
     The released code's repetition penalty (off by default there) is not implemented.
     Shapes: ``length_tokens_N``, ``correct_N`` (N,) -> (N,) float32.
     """
@@ -129,13 +126,13 @@ class HistoryLengthReward:
         self.correct_floor, self.tolerance = float(correct_floor), float(tolerance)
         self.history: dict[str, float] = {}
         self.counts: dict[str, int] = {}  # mean mode: correct completions seen per question
-        self.gather_objects: GatherObjects | None = None  # cross-rank all-gather; None = this rank
+        self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts = step.rollouts
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts = batch
         uids = [rollouts.problems[g].uid for g in rollouts.group_N.tolist()]
         length_N = rollouts.length_tokens_N.to(torch.float64)
-        correct_N = step.verdicts.correct_N.to(torch.float64)
+        correct_N = batch.correct_N.to(torch.float64)
         history_N = torch.tensor([self.history.get(u, math.nan) for u in uids], dtype=torch.float64)
         r_len = hapo_length_reward(length_N, correct_N, history_N, self.shape, self.correct_floor,
                                    self.tolerance)
@@ -144,13 +141,13 @@ class HistoryLengthReward:
 
     def _update(self, uids: list[str], lengths: list[float], correct: list[bool]) -> None:
         """Apply this call's history update: per question ``[min L, sum L, m]`` of its correct rows
-        (of every rank when ``gather_objects`` is set)."""
+        (of every rank, ``collectives.gather_objects``)."""
         local: dict[str, list[float]] = {}
         for uid, length, ok in zip(uids, lengths, correct):
             if ok:
                 seen = local.setdefault(uid, [math.inf, 0.0, 0])
                 seen[0], seen[1], seen[2] = min(seen[0], length), seen[1] + length, seen[2] + 1
-        parts = [local] if self.gather_objects is None else self.gather_objects(local)
+        parts = self.collectives.gather_objects(local)
         merged: dict[str, list[float]] = {}
         for part in parts:
             for uid, (low, total, m) in part.items():
@@ -197,8 +194,8 @@ class AdaptiveLengthPenalty:
     and adds its completions to ``acc_t``; the update is applied when the first call of a later
     step arrives (so a step's accuracy covers all its rounds, and the pending sums are part of the
     state: a resumed run applies them exactly). A step with no completions leaves lambda unchanged.
-    ``lr = 0`` is S-DLP (fixed lambda). ``reduce_sum`` (cross-rank sum) makes ``acc_t`` the
-    accuracy of all ranks' completions, as in verl; without it each rank follows its own.
+    ``lr = 0`` is S-DLP (fixed lambda). ``collectives.reduce_sum`` (cross-rank sum) makes
+    ``acc_t`` the accuracy of all ranks' completions, as in verl (one process's: each rank its own).
     Shapes: ``correct_N``, lengths (N,) -> (N,) float32.
     """
 
@@ -212,17 +209,16 @@ class AdaptiveLengthPenalty:
         self.count_eos = bool(count_eos)
         self.pending_step: int | None = None
         self.pending_correct, self.pending_count = 0.0, 0.0
-        self.reduce_sum: ReduceSum | None = None  # cross-rank sum; None = this rank's completions
+        self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        if self.pending_step is not None and step.step != self.pending_step:
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        if self.pending_step is not None and batch.step != self.pending_step:
             self._apply()
-        correct_N = step.verdicts.correct_N.to(torch.float64)
-        reward_N = correct_N - self.lam * lengths_N(step, self.count_eos)
+        correct_N = batch.correct_N.to(torch.float64)
+        reward_N = correct_N - self.lam * lengths_N(batch, self.count_eos)
         sums = torch.tensor([float((correct_N > 0).sum()), float(len(correct_N))], dtype=torch.float64)
-        if self.reduce_sum is not None:
-            sums = self.reduce_sum(sums)
-        self.pending_step = step.step
+        sums = self.collectives.reduce_sum(sums)
+        self.pending_step = batch.step
         self.pending_correct += float(sums[0])
         self.pending_count += float(sums[1])
         return reward_N.to(torch.float32)
@@ -303,10 +299,10 @@ class FormatLengthReward:
         self.format_weight, self.clip_unformatted = float(format_weight), bool(clip_unformatted)
         self.count_eos = bool(count_eos)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        length_N = lengths_N(step, self.count_eos)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        length_N = lengths_N(batch, self.count_eos)
         if self.max_tokens is None:
-            max_N = step.rollouts.budget_tokens_N.to(torch.float64)
+            max_N = batch.budget_tokens_N.to(torch.float64)
             if len(max_N) and float(max_N.min()) < 1:
                 raise ValueError("Format-Length needs a generation cap >= 1 per completion "
                                  "(budget_tokens_N) or max_tokens")
@@ -314,5 +310,5 @@ class FormatLengthReward:
             max_N = torch.full_like(length_N, float(self.max_tokens))
         r_len = format_length_shape(length_N / max_N, self.turning_point, self.shape)
         unformatted = r_len.clamp(max=0.0) if self.clip_unformatted else r_len
-        format_ok = step.verdicts.format_ok_N > 0
+        format_ok = batch.format_ok_N > 0
         return torch.where(format_ok, self.format_weight + r_len, unformatted).to(torch.float32)

@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from rlrun.types import AdvantageInput
+from rlrun.types import StepBatch
 
 
 def _group_stats(reward_N: torch.Tensor, group_N: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -70,7 +70,7 @@ class GroupNormalized:
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.eps = float(eps)
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         return self.of(inp.reward_N, inp.group_N)
 
     def of(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,7 @@ class GroupCentered:
     Shapes: ``reward_N`` (N,) float, ``group_N`` (N,) integer group ids -> ``advantages_N`` (N,).
     """
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         return self.of(inp.reward_N, inp.group_N)
 
     def of(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:

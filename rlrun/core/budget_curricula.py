@@ -10,7 +10,7 @@
 
 LSPO's length-aware prompt filter (ALGORITHMS.md 3.6) is in ``rlrun.core.lspo``.
 
-A curriculum returns one integer per prompt, the generation cap (``Rollouts.budget_tokens_N``):
+A curriculum returns one integer per prompt, the generation cap (``StepBatch.budget_tokens_N``):
 reward terms that need the budget (the triangular length reward) read it there. Schedules are pure
 functions of the 0-based step ``t``; their state is their parameters (checked on resume) and the last
 observed step.
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlrun.core.prompt_text import append_line
-from rlrun.types import Problem
+from rlrun.types import Problem, StepBatch
 
 SHAPES = ("exponential", "linear")
 
@@ -89,6 +89,8 @@ class BudgetSchedule:
     ``state_dict`` = the parameters (a resume with other parameters is an error, not a silent new
     schedule) and the last observed step."""
 
+    provides = ("stated_budget",)  # ProvidesPromptFacts: meta["budget_tokens"], read by budget rewards
+
     def __init__(self, params: dict[str, Any], prompt_line: str | None = None,
                  cap_tokens: int | None = None) -> None:
         if prompt_line is not None:
@@ -124,6 +126,12 @@ class BudgetSchedule:
             prompt = problem.prompt if line is None else append_line(problem.prompt, line.format(budget=tokens))
             out.append(dataclasses.replace(problem, prompt=prompt, meta={**problem.meta, "budget_tokens": tokens}))
         return out
+
+    def batch_metrics(self, batch: StepBatch) -> dict[str, float]:
+        """``curriculum/stated_budget_mean_tokens``: the mean budget stated to the step's prompts
+        (``meta["budget_tokens"]``, all sampling rounds; ``HasBatchMetrics``)."""
+        stated = [p.meta["budget_tokens"] for p in batch.problems if "budget_tokens" in p.meta]
+        return {"curriculum/stated_budget_mean_tokens": sum(stated) / len(stated)} if stated else {}
 
     def observe(self, step: int, metrics: dict[str, float]) -> None:
         """The schedule does not adapt; only the step is recorded (for the checkpoint)."""

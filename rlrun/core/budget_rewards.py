@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from rlrun.types import StepInput
+from rlrun.types import StepBatch
 
 
 def triangular_length_reward(length_N: torch.Tensor, budget_N: torch.Tensor, r_max: float = 1.0,
@@ -39,15 +39,15 @@ class TriangularLengthReward:
     Stateless. Shapes: ``length_tokens_N`` (N,) -> (N,) float32.
     """
 
-    needs_stated_budget = True
+    requires = ("stated_budget",)  # RequiresPromptFacts: a budget curriculum states it
 
     def __init__(self, r_max: float = 1.0, band: bool = False) -> None:
         if not r_max > 0:
             raise ValueError(f"r_max={r_max} must be > 0")
         self.r_max, self.band = float(r_max), bool(band)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts = step.rollouts
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts = batch
         missing = [p.uid for p in rollouts.problems if "budget_tokens" not in p.meta]
         if missing:
             raise ValueError(f"problem {missing[0]} has no stated budget (meta['budget_tokens']); the "

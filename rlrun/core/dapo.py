@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from rlrun.core.rewards import CorrectReward
-from rlrun.types import AdvantageInput, StepInput
+from rlrun.types import StepBatch
 
 FILTER_METRICS = ("acc", "reward")
 
@@ -70,7 +70,7 @@ class DynamicSampling:
       a length term is in the reward.
 
     ``max_rounds`` (verl ``max_num_gen_batches``, >= 1) is read by the loop, which implements the
-    refill (``rlrun.runtime.loop.sample``): a step samples its prompts (per rank: B / world), keeps the
+    refill (``rlrun.runtime.sampling.sample``): a step samples its prompts (per rank: B / world), keeps the
     varied groups, and while fewer groups than prompts are kept samples as many new prompts (the
     data moves on: dropped prompts are consumed), at most ``max_rounds`` rounds; then the first
     kept groups fill the batch and surplus kept groups are discarded (verl). Still short after
@@ -95,7 +95,7 @@ class DynamicSampling:
         self.max_rounds = max_rounds
         self.when_short = when_short
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         values_N = inp.correct_N if self.metric == "acc" else inp.reward_N
         return varied_groups(values_N, inp.group_N)
 
@@ -107,7 +107,7 @@ class NotTruncated:
     denominators). Shapes: ``inp.truncated_N`` (N,) -> bool (N,).
     """
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         return ~inp.truncated_N.bool()
 
 
@@ -115,11 +115,11 @@ class SignedCorrectReward(CorrectReward):
     """DAPO's rule-based reward (arXiv 2503.14476 Eq. 7; verl ``math_dapo.compute_score``):
     ``R_i = +1`` if correct else ``-1``, i.e. ``2 correct_i - 1``. A correctness term (a subclass of
     ``CorrectReward``), so it is not part of ``Scored.preference_N``.
-    Shapes: ``step.verdicts.correct_N`` (N,) -> (N,) float32.
+    Shapes: ``batch.correct_N`` (N,) -> (N,) float32.
     """
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        return 2.0 * step.verdicts.correct_N.to(torch.float32) - 1.0
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        return 2.0 * batch.correct_N.to(torch.float32) - 1.0
 
 
 def soft_overlong_penalty(length_N: torch.Tensor, max_N: torch.Tensor, cache_tokens: int) -> torch.Tensor:
@@ -151,7 +151,7 @@ class OverlongSoftPunishment:
 
     Raises ValueError when a cap is not larger than ``cache_tokens`` (the "expected maximum length"
     L_max - L_cache would be <= 0 and every completion punished).
-    Shapes: ``step.rollouts`` with N completions -> (N,) float32 in [-1, 0].
+    Shapes: ``batch`` with N completions -> (N,) float32 in [-1, 0].
     """
 
     def __init__(self, cache_tokens: int) -> None:
@@ -159,8 +159,8 @@ class OverlongSoftPunishment:
             raise ValueError(f"cache_tokens must be an int >= 1 (L_cache in tokens), got {cache_tokens!r}")
         self.cache_tokens = cache_tokens
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts = step.rollouts
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts = batch
         max_N = rollouts.budget_tokens_N
         if bool((max_N <= self.cache_tokens).any()):
             raise ValueError(

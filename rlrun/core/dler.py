@@ -8,28 +8,28 @@ the KL are options of ``rlrun.core.losses.ClippedSurrogate``.
 
 Batch statistics are over the rows the advantage receives: the kept completions of the step **on
 this rank**. verl computes them on the driver over the whole batch of all data-parallel ranks. With
-one process the two agree; with several, each rank standardises with its own mean and std unless
-``reduce_sum`` is set to a cross-rank sum (e.g. ``rlrun.runtime.dist.all_reduce_sum``; it is then called
-on every rank, also with zero rows). Per-rank statistics are noisier estimates of the same
+one process the two agree; with several, the estimators sum their statistics over ranks with
+``collectives.reduce_sum`` (``UsesCollectives``, set by the runtime; called on every rank, also with
+zero rows); with one process's collectives (``LOCAL``) each rank would standardise with its own. Per-rank statistics are noisier estimates of the same
 quantities (every rank holds B/world groups); the difference shrinks with the per-rank batch but
 makes a multi-GPU run not bitwise the verl computation.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 
 from rlrun.core.advantages import GroupCentered
-from rlrun.types import AdvantageInput, StepInput
+from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.types import StepBatch
 
 STD_KINDS = ("sample", "population")
 MERGE_SCOPES = ("global", "per_tensor")
 MASKED_MEAN_EPS = 1e-8  # verl masked_mean: sum / (mask.sum() + 1e-8)
 BOOST_TOLERANCE = 1e-5  # verl boost_high_score_advantages: score >= threshold - 1e-5
-ReduceSum = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TruncationReward:
@@ -51,9 +51,9 @@ class TruncationReward:
             raise ValueError(f"truncated_coef must be in [0, 1], got {truncated_coef}")
         self.truncated_coef = float(truncated_coef)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        correct_N = step.verdicts.correct_N.to(torch.float32)
-        scale_N = torch.where(step.rollouts.truncated_N.bool(), self.truncated_coef, 1.0)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        correct_N = batch.correct_N.to(torch.float32)
+        scale_N = torch.where(batch.truncated_N.bool(), self.truncated_coef, 1.0)
         return correct_N * scale_N
 
 
@@ -78,7 +78,7 @@ class DifficultyAwareTruncationReward:
     ``|o_i|`` = sampled tokens including EOS: the completion fits in ``limit`` iff an engine capped
     at ``limit`` tokens would have finished it. The paper gives no rule for the boundary: rlrun
     puts ``p = 0.5`` in the upper tier (shorter limit), ALGORITHMS.md 1.5.3.
-    Shapes: ``step.rollouts`` / ``step.verdicts`` with N completions -> (N,) float32.
+    Shapes: ``batch`` / ``batch`` with N completions -> (N,) float32.
     """
 
     def __init__(self, ratio_bounds: Sequence[float] = (0.5,), limits_tokens: Sequence[int] = (4000, 2000)) -> None:
@@ -89,8 +89,8 @@ class DifficultyAwareTruncationReward:
             raise ValueError(f"limits_tokens needs {len(bounds) + 1} ints >= 1 (one per tier), got {limits}")
         self.ratio_bounds, self.limits_tokens = [float(b) for b in bounds], [int(x) for x in limits]
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts, correct_N = step.rollouts, step.verdicts.correct_N.to(torch.float64)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts, correct_N = batch, batch.correct_N.to(torch.float64)
         _, index_N = torch.unique(rollouts.group_N, return_inverse=True)
         n_groups = int(index_N.max()) + 1 if index_N.numel() else 0
         zeros_G = torch.zeros(n_groups, dtype=torch.float64)
@@ -101,11 +101,10 @@ class DifficultyAwareTruncationReward:
         return (correct_N * fits_N).to(torch.float32)
 
 
-def _sums(values_N: torch.Tensor, weight_N: torch.Tensor, reduce_sum: ReduceSum | None) -> tuple[float, float, float]:
-    """``(Σ w, Σ w v, Σ w v²)`` in float64, summed over ranks when ``reduce_sum`` is given."""
+def _sums(values_N: torch.Tensor, weight_N: torch.Tensor, collectives: Collectives) -> tuple[float, float, float]:
+    """``(Σ w, Σ w v, Σ w v²)`` in float64, summed over ranks by ``collectives.reduce_sum``."""
     sums = torch.stack([weight_N.sum(), (weight_N * values_N).sum(), (weight_N * values_N**2).sum()])
-    if reduce_sum is not None:
-        sums = reduce_sum(sums)
+    sums = collectives.reduce_sum(sums)
     total, first, second = (float(x) for x in sums)
     return total, first, second
 
@@ -130,11 +129,11 @@ class BatchNormalized:
         if not eps > 0.0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.std, self.eps = std, float(eps)
-        self.reduce_sum: ReduceSum | None = None  # cross-rank sum; None = this rank's rows
+        self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         centred_N = GroupCentered().of(inp.reward_N, inp.group_N).to(torch.float64)
-        n, first, second = _sums(centred_N, torch.ones_like(centred_N), self.reduce_sum)
+        n, first, second = _sums(centred_N, torch.ones_like(centred_N), self.collectives)
         mean = first / n if n > 0 else 0.0
         squares = max(second - n * mean * mean, 0.0)
         dof = n - 1.0 if self.std == "sample" else n
@@ -167,14 +166,14 @@ class TokenWhitened:
         if not boost >= 0.0:
             raise ValueError(f"boost must be >= 0, got {boost}")
         self.eps, self.boost, self.boost_threshold = float(eps), float(boost), float(boost_threshold)
-        self.reduce_sum: ReduceSum | None = None  # cross-rank sum; None = this rank's rows
+        self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         if inp.mask_NT is None or inp.mask_NT.shape[0] != inp.reward_N.shape[0]:
             raise ValueError("TokenWhitened needs inp.mask_NT with one row per completion (token weights)")
         centred_N = GroupCentered().of(inp.reward_N, inp.group_N).to(torch.float64)
         weight_N = (inp.mask_NT > 0).sum(dim=-1).to(torch.float64)
-        total, first, second = _sums(centred_N, weight_N, self.reduce_sum)
+        total, first, second = _sums(centred_N, weight_N, self.collectives)
         mu = first / (total + MASKED_MEAN_EPS)
         squares = max(second - 2.0 * mu * first + mu * mu * total, 0.0)
         var = squares / (total + MASKED_MEAN_EPS) * (total / (total - 1.0) if total > 1.0 else 1.0)

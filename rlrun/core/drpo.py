@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from rlrun.core.losses import KL_LOG_CLAMP, KL_VALUE_CLAMP
-from rlrun.types import AdvantageInput, LossNorm, TrainBatch
+from rlrun.types import LossNorm, StepBatch
 
 PREFERENCES = ("auto", "length", "reward")
 KL_TYPES = ("kl", "low_var_kl")
@@ -181,11 +181,11 @@ class DRPOAdvantage:
         self.max_response_tokens = max_response_tokens
         self.lam, self.tau, self.preference = float(lam), float(tau), preference
 
-    def response_tokens(self, inp: AdvantageInput) -> torch.Tensor:
+    def response_tokens(self, inp: StepBatch) -> torch.Tensor:
         """L_i including EOS: ``length_tokens_N + 1`` unless truncated. Shapes: (N,) -> (N,) float64."""
         return inp.sampled_tokens_N.to(torch.float64)
 
-    def preference_of(self, inp: AdvantageInput) -> torch.Tensor:
+    def preference_of(self, inp: StepBatch) -> torch.Tensor:
         """r_pref per row (see the class docstring). Shapes: -> (N,) float64."""
         if self.preference == "reward" and inp.preference_N is None:
             raise ValueError("DRPO preference='reward' needs a reward with a non-correctness term "
@@ -194,12 +194,12 @@ class DRPOAdvantage:
             return inp.preference_N.detach().to(torch.float64)
         return length_preference(self.response_tokens(inp), self.max_response_tokens)
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         correct_N = inp.correct_N.detach()
         if not bool(((correct_N == 0) | (correct_N == 1)).all()):
             raise ValueError("DRPO needs binary correct_N (0/1): the positives are the correct responses")
         if inp.logp_NT is None or inp.mask_NT is None:
-            raise ValueError("DRPO needs the sampling log-probs (AdvantageInput.logp_NT and mask_NT) "
+            raise ValueError("DRPO needs the sampling log-probs (StepBatch.logp_NT and mask_NT) "
                              "for its negative weights; use a rollout engine that returns them")
         mask_NT = inp.mask_NT
         logp_NT = inp.logp_NT.detach().to(torch.float64)[:, : mask_NT.shape[1]]
@@ -249,6 +249,7 @@ class DRPOLoss:
     """
 
     needs_reference = False
+    zero_advantage_is_zero_loss = False
 
     def __init__(self, beta: float = 1.0e3, delta: float = 1.0e-4,
                  kl_type: Literal["kl", "low_var_kl"] = "kl") -> None:
@@ -261,7 +262,7 @@ class DRPOLoss:
         self.beta, self.delta, self.kl_type = float(beta), float(delta), kl_type
 
     @staticmethod
-    def _norm(batch: TrainBatch) -> LossNorm:
+    def _norm(batch: StepBatch) -> LossNorm:
         if batch.norm is not None:
             return batch.norm
         if batch.group_N is None:
@@ -271,7 +272,7 @@ class DRPOLoss:
                         float(len(torch.unique(batch.group_N))))
 
     def __call__(
-        self, logp_NT: torch.Tensor, batch: TrainBatch
+        self, logp_NT: torch.Tensor, batch: StepBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask_NT, old_NT = batch.mask_NT, batch.old_logp_NT
         if old_NT is None or logp_NT.shape != mask_NT.shape or old_NT.shape != mask_NT.shape:

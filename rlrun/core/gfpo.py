@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 
-from rlrun.types import AdvantageInput
+from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.types import StepBatch
 
 BUCKETS = ("very_hard", "hard", "medium", "easy")
 PAPER_KEEP = {"very_hard": 8, "hard": 8, "medium": 6, "easy": 4}  # G' = 16, paper Sec. 4 / Alg. 2
@@ -40,13 +40,13 @@ def _groups(group_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return index_N, count_G
 
 
-def response_length(inp: AdvantageInput) -> torch.Tensor:
+def response_length(inp: StepBatch) -> torch.Tensor:
     """``|o_i|`` with EOS: ``length_tokens_N + 1`` where the response ended with EOS (not truncated),
     clamped to >= 1; shape (N,) float64 (ALGORITHMS.md 2.0)."""
     return inp.sampled_tokens_N.to(torch.float64).clamp(min=1.0)
 
 
-def metric_key(inp: AdvantageInput, metric: str) -> torch.Tensor:
+def metric_key(inp: StepBatch, metric: str) -> torch.Tensor:
     """Sort key of Algorithm 1, smaller = better (ALGORITHMS.md 2.2.3 recipe), shape (N,) float64:
     ``length`` -> ``L_i`` (keep shortest); ``token_efficiency`` -> ``−R_i / L_i`` (keep highest
     reward per token; signed rewards keep their sign, so a long wrong answer has a *less* negative
@@ -104,7 +104,7 @@ class _TopK:
         self.keep = keep
         self.group_size = group_size
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         _, count_G = _groups(inp.group_N)
         k_G = torch.full_like(count_G, self.keep)
         _check_groups(count_G, k_G, "keep")
@@ -180,7 +180,6 @@ class AdaptiveDifficulty:
         metric: Literal["length", "token_efficiency"] = "length",
         warmup_steps: int = 2,
         mode: Literal["sequential", "batch"] = "sequential",
-        gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None = None,
     ) -> None:
         keep = dict(PAPER_KEEP if keep is None else keep)
         if sorted(keep) != sorted(BUCKETS):
@@ -195,7 +194,8 @@ class AdaptiveDifficulty:
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"GFPO adaptive warmup_steps={warmup_steps} must be an int >= 0")
         self.keep, self.group_size, self.metric = keep, group_size, metric
-        self.warmup_steps, self.mode, self.gather = warmup_steps, mode, gather
+        self.warmup_steps, self.mode = warmup_steps, mode
+        self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
         self.history: list[float] = []  # sorted per-prompt mean rewards of every prompt seen
 
     def quartiles(self) -> tuple[float, float, float]:
@@ -223,11 +223,11 @@ class AdaptiveDifficulty:
             ks = [self.keep[self.bucket(v)] if ready else self.keep["very_hard"] for v in mean_reward_B]
         return ks
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         index_N, count_G = _groups(inp.group_N)
         reward = inp.reward_N.detach().to(torch.float64)
         mean_G = torch.zeros(len(count_G), dtype=torch.float64).index_add(0, index_N, reward) / count_G
-        everyone, start = (mean_G, 0) if self.gather is None else self.gather(mean_G)
+        everyone, start = self.collectives.gather_prompts(mean_G)
         ks = self.assign(everyone.tolist(), inp.step)
         k_G = torch.tensor(ks[start: start + len(mean_G)], dtype=count_G.dtype)
         _check_groups(count_G, k_G, "keep")
@@ -262,7 +262,7 @@ class RetainedGroupNormalized:
             raise ValueError(f"GFPO advantage std={std!r}; choose population (paper) or sample")
         self.std = std
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         return self.of(inp.reward_N, inp.group_N)
 
     def of(self, reward_N: torch.Tensor, group_N: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from rlrun.types import StepInput
+from rlrun.types import StepBatch
 
 CORRECT, WRONG, FORMAT_ERROR = 1.0, -0.5, -1.0
 
@@ -30,9 +30,9 @@ def base_score(correct_N: torch.Tensor, format_ok_N: torch.Tensor) -> torch.Tens
     return torch.where(ok_N, score_N, torch.tensor(FORMAT_ERROR))
 
 
-def sampled_lengths(step: StepInput) -> torch.Tensor:
+def sampled_lengths(batch: StepBatch) -> torch.Tensor:
     """``len`` of each completion: sampled tokens with EOS (verl's response mask). (N,) long."""
-    return step.rollouts.sampled_tokens_N
+    return batch.sampled_tokens_N
 
 
 class Laser:
@@ -41,7 +41,7 @@ class Laser:
         r_i = R_i + alpha · 1[R_i = 1] · 1[len_i ≤ L_T]
 
     R = :func:`base_score`. Paper/scripts: alpha 0.5, L_T ∈ {2048, 4096, 8192} with a 16384 context.
-    Stateless. Shapes: StepInput with N completions -> (N,) float32.
+    Stateless. Shapes: StepBatch with N completions -> (N,) float32.
     """
 
     def __init__(self, target_tokens: int = 4096, alpha: float = 0.5) -> None:
@@ -49,7 +49,7 @@ class Laser:
             raise ValueError(f"target_tokens must be an int >= 1, got {target_tokens!r}")
         self.target_tokens, self.alpha = target_tokens, float(alpha)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        score_N = base_score(step.verdicts.correct_N, step.verdicts.format_ok_N)
-        short_N = sampled_lengths(step) <= self.target_tokens
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        score_N = base_score(batch.correct_N, batch.format_ok_N)
+        short_N = sampled_lengths(batch) <= self.target_tokens
         return score_N + self.alpha * ((score_N == CORRECT) & short_N).float()

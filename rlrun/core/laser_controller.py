@@ -1,6 +1,6 @@
 """The ``hkust-nlp/Laser`` length controller: a generation-cap schedule from the LASER code
 (``verl/trainer/ppo/len_ctrl.py``), not in the paper (Liu et al., arXiv 2505.15612; ALGORITHMS.md
-3.3). Its cap is ``Rollouts.budget_tokens_N`` (``curriculum=laser_controller``); LASER's rewards are in
+3.3). Its cap is ``StepBatch.budget_tokens_N`` (``curriculum=laser_controller``); LASER's rewards are in
 ``rlrun.core.laser`` and ``rlrun.core.laser_d``.
 """
 from __future__ import annotations

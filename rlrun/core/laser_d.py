@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from rlrun.core.laser import CORRECT, WRONG, base_score, sampled_lengths
-from rlrun.types import StepInput
+from rlrun.types import StepBatch
 
 BUCKETS = ("low", "medium", "high")  # hard, medium, easy
 ROUND_METHODS = ("floor", "ceil")
@@ -210,12 +210,12 @@ class LaserD:
         """Whether the monitor must run before ``step`` (0-based): ``step % monitor_every == 0``."""
         return self.monitor != "none" and step % self.monitor_every == 0
 
-    def bucket_targets(self, step: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def bucket_targets(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(base score, len, L_A per completion) of the step, refreshing the batch monitor if due."""
-        score_N = base_score(step.verdicts.correct_N, step.verdicts.format_ok_N)
-        length_N, group_N = sampled_lengths(step), step.rollouts.group_N
-        if self.monitor == "batch" and (self.due(step.step) or self.targets.within is None):
-            self.targets.update(step.verdicts.correct_N, length_N, group_N, step.step)
+        score_N = base_score(batch.correct_N, batch.format_ok_N)
+        length_N, group_N = sampled_lengths(batch), batch.group_N
+        if self.monitor == "batch" and (self.due(batch.step) or self.targets.within is None):
+            self.targets.update(batch.correct_N, length_N, group_N, batch.step)
         elif self.monitor in ("eval", "data") and self.targets.within is None:
             raise RuntimeError(f"LASER-D monitor={self.monitor!r} needs the loop to run the monitor set "
                                "(observe_monitor); use monitor=batch or monitor=none")
@@ -224,8 +224,8 @@ class LaserD:
         table = torch.tensor([self.last_targets[d] for d in BUCKETS])
         return score_N, length_N, table[training_buckets(score_N, group_N)]
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        score_N, length_N, target_N = self.bucket_targets(step)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        score_N, length_N, target_N = self.bucket_targets(batch)
         return score_N + self.alpha * ((score_N == CORRECT) & (length_N <= target_N)).float()
 
     def metrics(self) -> dict[str, float]:
@@ -259,12 +259,12 @@ class LaserDE(LaserD):
             raise ValueError(f"repetition={repetition!r}; valid: {', '.join(REPETITION)}")
         self.repetition = repetition
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        score_N, length_N, target_N = self.bucket_targets(step)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        score_N, length_N, target_N = self.bucket_targets(batch)
         bonus_N = ((score_N == CORRECT) & (length_N <= target_N)).float()
         explore_N = (score_N == WRONG) & (length_N > target_N)
         if self.repetition == "detect":
-            ids = step.rollouts.completion_ids
+            ids = batch.completion_ids
             for i in explore_N.nonzero().squeeze(1).tolist():
                 explore_N[i] = repetition_start(ids[i]) >= len(ids[i])
         return score_N + self.alpha * (bonus_N + explore_N.float())

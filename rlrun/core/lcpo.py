@@ -15,7 +15,7 @@ ALGORITHMS.md 3.1.3): :class:`LengthInstruction` then uses it instead of drawing
 terms read it when no transform ran (data whose prompts already hold the instruction).
 
 Length: ``n`` is ``rollouts.length_tokens_N``, the response tokens *without* EOS (rlrun's length
-contract, ``types.Rollouts``). The paper's code counts the EOS token too (verl's response mask,
+contract, ``types.StepBatch``). The paper's code counts the EOS token too (verl's response mask,
 ALGORITHMS.md 3.0): every finished response is one token shorter here, i.e. targets sit one token
 later, a reward difference of at most alpha (0.0003 for Exact).
 """
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rlrun.core.prompt_text import append_line
-from rlrun.types import Problem, StepInput
+from rlrun.types import Problem, StepBatch
 
 EXACT, MAX, NONE = "exact", "max", "none"
 MODES = (EXACT, MAX, NONE)
@@ -109,7 +109,7 @@ class LengthInstruction:
     ``prompt`` and ``target_tokens``/``target_mode`` in ``meta``; the inputs are not modified.
     """
 
-    writes_target_length = True  # what a reward term with needs_target_length checks for at start
+    provides = ("target_length",)  # ProvidesPromptFacts: what an L1 term's ``requires`` asks for
 
     def __init__(self, seed: int, min_tokens: int = 100, max_tokens: int = 4000,
                  max_fraction: float = 0.0) -> None:
@@ -155,6 +155,18 @@ class LengthInstruction:
             out.append(dataclasses.replace(problem, prompt=prompt, meta=meta))
         return out
 
+    def eval_sums(self, batch: StepBatch) -> dict[str, tuple[float, float]]:
+        """``length_deviation`` as ``(sum, count)`` (``MeasuresEval``): |length - target| over the
+        completions of the prompts with an Exact target (L1's distance, ALGORITHMS.md 5.3;
+        :func:`rlrun.core.evaluation.length_deviation`); a Max target is a ceiling, not a distance."""
+        exact = [isinstance(p.meta.get("target_tokens"), int) and p.meta.get("target_mode", EXACT) == EXACT
+                 for p in batch.problems]
+        target = torch.tensor([float(p.meta["target_tokens"]) if ok else 0.0
+                               for p, ok in zip(batch.problems, exact)])
+        keep_N = torch.tensor(exact, dtype=torch.bool)[batch.group_N]
+        gap_N = (batch.length_tokens_N.float() - target[batch.group_N]).abs()[keep_N]
+        return {"length_deviation": (float(gap_N.sum()), float(len(gap_N)))}
+
     def check_reward(self, reward: Any) -> None:
         """Fail at the start of a run, not at its first step, when the reward cannot score the
         prompts this transform writes: ValueError unless ``reward`` (a ``Composite``) has an
@@ -182,18 +194,18 @@ def _check_alpha(name: str, value: float) -> float:
     return float(value)
 
 
-def _targets(step: StepInput) -> tuple[torch.Tensor, list[str]]:
+def _targets(batch: StepBatch) -> tuple[torch.Tensor, list[str]]:
     """Per completion: the target ``N`` (float64, 0 where there is none) and the mode."""
-    problems = step.rollouts.problems
+    problems = batch.problems
     per_group = [target_of(p) for p in problems]
-    group_N = step.rollouts.group_N.tolist()
+    group_N = batch.group_N.tolist()
     target_N = torch.tensor([float(per_group[g][0] or 0) for g in group_N], dtype=torch.float64)
     return target_N, [per_group[g][1] for g in group_N]
 
 
-def _inputs(step: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
-    correct_N = step.verdicts.correct_N.to(torch.float64)
-    length_N = step.rollouts.length_tokens_N.to(torch.float64)
+def _inputs(batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    correct_N = batch.correct_N.to(torch.float64)
+    length_N = batch.length_tokens_N.to(torch.float64)
     return correct_N, length_N
 
 
@@ -220,20 +232,20 @@ class L1Exact:
     ``alpha`` 0.0003 is the paper's (Sec. 4) and the HEAD script's; the first release, which trained
     the L1-Exact checkpoint, used 1/3000 (ALGORITHMS.md 3.1.3-3.1.4). A Max prompt is an error: Eq. 1
     would ignore "maximum"; use :class:`L1Max`.
-    Shapes: ``step.verdicts.correct_N``, ``step.rollouts.length_tokens_N`` (N,) -> (N,) float32.
+    Shapes: ``batch.correct_N``, ``batch.length_tokens_N`` (N,) -> (N,) float32.
     """
 
-    needs_target_length = True  # build_run may check at start that the prompts carry targets
+    requires = ("target_length",)  # RequiresPromptFacts: build_run checks at start that prompts carry targets
 
     def __init__(self, alpha: float = 0.0003) -> None:
         self.alpha = _check_alpha("alpha", alpha)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        target_N, modes = _targets(step)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        target_N, modes = _targets(batch)
         if MAX in modes:
             raise ValueError("reward l1_exact got a 'Think for maximum N tokens.' prompt: Max "
                              "targets are scored by reward=l1_max")
-        correct_N, length_N = _inputs(step)
+        correct_N, length_N = _inputs(batch)
         has_target_N = torch.tensor([m == EXACT for m in modes], dtype=torch.bool)
         reward_N = torch.where(has_target_N, exact_reward(correct_N, length_N, target_N, self.alpha),
                                correct_N)
@@ -253,10 +265,10 @@ class L1Max:
     ``(clip((N − n)/500, −1, 1) + 1)/2`` (the paper gives no α for Eq. 2; HEAD's config amounts to
     0.005, LASER's L1-Max baseline says 0.01). ``exact_alpha`` 0.0003 is the paper's Eq. 1 value
     (the first release used 1/3000: ``exact_alpha=0.000333333``).
-    Shapes: ``step.verdicts.correct_N``, ``step.rollouts.length_tokens_N`` (N,) -> (N,) float32.
+    Shapes: ``batch.correct_N``, ``batch.length_tokens_N`` (N,) -> (N,) float32.
     """
 
-    needs_target_length = True
+    requires = ("target_length",)
 
     def __init__(self, max_alpha: float = 0.001, delta: float = 0.5, exact_alpha: float = 0.0003) -> None:
         self.max_alpha = _check_alpha("max_alpha", max_alpha)
@@ -266,9 +278,9 @@ class L1Max:
                              "exactly at the budget; paper 0.5)")
         self.delta = float(delta)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        target_N, modes = _targets(step)
-        correct_N, length_N = _inputs(step)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        target_N, modes = _targets(batch)
+        correct_N, length_N = _inputs(batch)
         is_max_N = torch.tensor([m == MAX for m in modes], dtype=torch.bool)
         is_exact_N = torch.tensor([m == EXACT for m in modes], dtype=torch.bool)
         reward_N = torch.where(

@@ -10,8 +10,8 @@
 - :class:`GrpoLambdaReward`: GRPO-λ's batch-wise top-λ selection of groups that get a length penalty
   (holds correctness: use alone).
 
-Every term is ``fn(step: StepInput) -> Tensor_N`` float32, computed in float64. Groups are
-``step.rollouts.group_N`` (any integer ids); "batch order" is ascending group id, i.e. the order of
+Every term is ``fn(batch: StepBatch) -> Tensor_N`` float32, computed in float64. Groups are
+``batch.group_N`` (any integer ids); "batch order" is ascending group id, i.e. the order of
 ``rollouts.problems``. Lengths are ``rollouts.length_tokens_N`` (response tokens without EOS, rlrun's
 length contract) unless a term's ``count_eos`` asks for the sampled tokens (EOS included), as verl
 counts them.
@@ -23,11 +23,11 @@ GRPO-λ's batch rank is over the round's groups on this rank unless its cross-ra
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from rlrun.types import Rollouts, StepInput
+from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.types import StepBatch
 
 EXCEED_RULES = ("truncated", "repo", "none")
 
@@ -42,7 +42,7 @@ def _group_sum(values_N: torch.Tensor, index_N: torch.Tensor, n_groups: int) -> 
     return torch.zeros(n_groups, dtype=torch.float64).index_add(0, index_N, values_N.to(torch.float64))
 
 
-def _lengths(rollouts: Rollouts, count_eos: bool) -> torch.Tensor:
+def _lengths(rollouts: StepBatch, count_eos: bool) -> torch.Tensor:
     """Response tokens per completion (N,) float64: without EOS, or all sampled ids (EOS included)."""
     if count_eos:
         return rollouts.sampled_tokens_N.to(torch.float64)
@@ -59,8 +59,8 @@ class KimiLengthReward:
     Range [−0.5, 0.5]. A pure length term: Kimi's reward is ``correct + w · len_reward``
     (``reward=[correct,kimi]``, w = the term's weight; paper value not found, Laser's 0.4). Warm-up
     (paper: "standard policy optimization without length penalty" first; duration not found): the
-    term is 0 while ``step.step < warmup_steps`` (0-based loop steps), so it needs no state of its
-    own: the step comes with the StepInput, also after a resume.
+    term is 0 while ``batch.step < warmup_steps`` (0-based loop steps), so it needs no state of its
+    own: the step comes with the StepBatch, also after a resume.
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
@@ -69,9 +69,9 @@ class KimiLengthReward:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         self.warmup_steps = warmup_steps
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts = step.rollouts
-        if step.step < self.warmup_steps or len(rollouts) == 0:
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts = batch
+        if batch.step < self.warmup_steps or len(rollouts) == 0:
             return torch.zeros(len(rollouts), dtype=torch.float32)
         length_N = rollouts.length_tokens_N.to(torch.float64)
         index_N, n_groups = _groups(rollouts.group_N)
@@ -80,7 +80,7 @@ class KimiLengthReward:
         span_N = (hi_G - lo_G)[index_N]
         spread_N = span_N > 0
         lam_N = torch.where(spread_N, 0.5 - (length_N - lo_G[index_N]) / torch.where(spread_N, span_N, 1.0), 0.0)
-        correct_N = step.verdicts.correct_N.bool()
+        correct_N = batch.correct_N.bool()
         return torch.where(correct_N, lam_N, lam_N.clamp(max=0.0)).to(torch.float32)
 
 
@@ -119,15 +119,15 @@ class CosineReward:
         self.max_len_tokens = None if max_len_tokens is None else int(max_len_tokens)
         self.count_eos = bool(count_eos)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts = step.rollouts
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts = batch
         length_N = _lengths(rollouts, self.count_eos)
         if self.max_len_tokens is None:
             cap_N = rollouts.budget_tokens_N.to(torch.float64)
         else:
             cap_N = torch.full_like(length_N, float(self.max_len_tokens))
         progress_N = (length_N / cap_N).clamp(max=1.0)
-        correct_N = step.verdicts.correct_N.bool()
+        correct_N = batch.correct_N.bool()
         r0_N = torch.where(correct_N, self.correct_ends[0], self.wrong_ends[0])
         rL_N = torch.where(correct_N, self.correct_ends[1], self.wrong_ends[1])
         reward_N = rL_N + 0.5 * (r0_N - rL_N) * (1.0 + torch.cos(math.pi * progress_N))
@@ -169,8 +169,8 @@ class RepetitionPenalty:
             raise ValueError(f"ngram_tokens must be >= 1, got {ngram_tokens}")
         self.ngram_tokens, self.penalty = int(ngram_tokens), float(penalty)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        rollouts = step.rollouts
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        rollouts = batch
         sums = [float(repetition_penalty_T(ids[:n], self.ngram_tokens, self.penalty).to(torch.float64).sum())
                 for ids, n in zip(rollouts.completion_ids, rollouts.length_tokens_N.tolist())]
         return torch.tensor(sums, dtype=torch.float32)
@@ -195,12 +195,12 @@ class ShorterBetterReward:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.alpha, self.beta, self.count_eos = float(alpha), float(beta), bool(count_eos)
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        length_N = _lengths(step.rollouts, self.count_eos)
-        correct_N = step.verdicts.correct_N.to(torch.float64)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        length_N = _lengths(batch, self.count_eos)
+        correct_N = batch.correct_N.to(torch.float64)
         if length_N.numel() == 0:
             return torch.zeros(0, dtype=torch.float32)
-        index_N, n_groups = _groups(step.rollouts.group_N)
+        index_N, n_groups = _groups(batch.group_N)
         shortest_G = torch.full((n_groups,), math.inf, dtype=torch.float64).scatter_reduce(
             0, index_N, torch.where(correct_N > 0, length_N, math.inf), "amin")
         mean_G = _group_sum(length_N, index_N, n_groups) / _group_sum(torch.ones_like(length_N), index_N, n_groups)
@@ -209,7 +209,6 @@ class ShorterBetterReward:
         return reward_N.to(torch.float32)
 
 
-Gather = Callable[[torch.Tensor], torch.Tensor]
 
 
 class GrpoLambdaReward:
@@ -228,9 +227,9 @@ class GrpoLambdaReward:
     not found), λ 0.2 (the paper's "e.g., top 20%"). Holds correctness: use alone.
 
     Batch: the groups this call sees, i.e. this rank's groups of one sampling round. With several
-    ranks the paper's batch is all ranks' groups: set ``gather_cat`` (``rlrun.runtime.dist.gather_cat``) and
-    ``rank`` (``rlrun.runtime.dist.rank``) and the ranking is over every rank's groups (ties in rank order,
-    then this rank's batch order); every rank must then call the term together (the loop does).
+    ranks the paper's batch is all ranks' groups: the runtime sets ``collectives``
+    (``UsesCollectives``) and the ranking is over every rank's groups (ties in rank order, then this
+    rank's batch order); every rank must then call the term together (the loop does).
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
@@ -240,28 +239,23 @@ class GrpoLambdaReward:
         if not alpha >= 0.0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.top_lambda, self.alpha = float(top_lambda), float(alpha)
-        self.gather_cat: Gather | None = None  # cross-rank concatenation; None = this rank's groups
-        self.rank: Callable[[], int] | None = None
+        self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
 
     def selected_G(self, acc_G: torch.Tensor) -> torch.Tensor:
         """Boolean (n_groups,): which of this call's groups are in S (see the class docstring)."""
-        offset, all_acc = 0, acc_G
-        if self.gather_cat is not None:
-            if self.rank is None:
-                raise ValueError("GrpoLambdaReward: gather_cat needs rank (this rank's index) as well")
-            counts = self.gather_cat(torch.tensor([acc_G.numel()], dtype=torch.long))
-            offset = int(counts[: self.rank()].sum())
-            all_acc = self.gather_cat(acc_G)
+        counts = self.collectives.gather_cat(torch.tensor([acc_G.numel()], dtype=torch.long))
+        offset = int(counts[: self.collectives.rank()].sum())
+        all_acc = self.collectives.gather_cat(acc_G)
         n_select = math.ceil(self.top_lambda * all_acc.numel() - 1e-9) if self.top_lambda > 0 else 0
         order = sorted(range(all_acc.numel()), key=lambda k: -float(all_acc[k]))  # stable: batch order
         chosen = torch.zeros(all_acc.numel(), dtype=torch.bool)
         chosen[order[:n_select]] = True
         return chosen[offset: offset + acc_G.numel()]
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        length_N = step.rollouts.length_tokens_N.to(torch.float64)
-        correct_N = step.verdicts.correct_N.to(torch.float64)
-        index_N, n_groups = _groups(step.rollouts.group_N)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        length_N = batch.length_tokens_N.to(torch.float64)
+        correct_N = batch.correct_N.to(torch.float64)
+        index_N, n_groups = _groups(batch.group_N)
         n_correct_G = _group_sum(correct_N, index_N, n_groups)
         acc_G = n_correct_G / _group_sum(torch.ones_like(correct_N), index_N, n_groups)
         selected_N = self.selected_G(acc_G)[index_N]

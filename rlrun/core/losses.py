@@ -3,7 +3,7 @@
 
 Aggregation denominators (the total number of response tokens and N', the rows with at least one
 response token) are taken over the whole optimisation mini-batch, on all ranks, and arrive in
-``TrainBatch.norm``. Every mode is then a sum over rows divided by a global constant, so the losses
+``StepBatch.norm``. Every mode is then a sum over rows divided by a global constant, so the losses
 of the micro-batches add up to the loss of the full mini-batch exactly, and so do their gradients.
 ``loss_norm`` computes the two numbers of one rank's rows; the trainer all-reduces them (sum).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rlrun.types import LossNorm, TrainBatch
+from rlrun.types import LossNorm, StepBatch
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
 LOG_RATIO_CLAMP = 20.0  # verl clamps log(pi/pi_old) to [-20, 20] before exp
@@ -139,7 +139,7 @@ class ClippedSurrogate:
     whole mini-batch), i.e. always a token mean whatever the aggregation mode.
 
     The arithmetic runs in float32 at least (bf16 log-probs are upcast; float64 stays float64).
-    Shapes: ``logp_NT`` (N, T) with grad; ``batch`` tensors as documented in ``TrainBatch``.
+    Shapes: ``logp_NT`` (N, T) with grad; ``batch`` tensors as documented in ``StepBatch``.
     """
 
     def __init__(
@@ -180,7 +180,7 @@ class ClippedSurrogate:
         return aggregate(values_NT, mask_NT, self.aggregation, norm, self.norm_constant)
 
     def __call__(
-        self, logp_NT: torch.Tensor, batch: TrainBatch
+        self, logp_NT: torch.Tensor, batch: StepBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask_NT = batch.mask_NT
         if logp_NT.shape != mask_NT.shape or batch.old_logp_NT.shape != mask_NT.shape:

@@ -11,7 +11,7 @@ The token-budget schedules (Train Long, Think Short, ThinkPrune; ALGORITHMS.md 3
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,8 @@ import torch
 
 from rlrun.core.budget_curricula import _positive_int
 from rlrun.core.dapo import WHEN_SHORT, varied_groups
-from rlrun.types import AdvantageInput, Problem
+from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.types import Problem, Refills, Stateful, StepBatch
 
 
 def lower_quantile(sorted_values: Sequence[float], level: float) -> float:
@@ -94,8 +95,7 @@ class LengthAwareSampling:
     max_rounds: int = 10
     when_short: str = "train"
     accuracy_filter: bool = True
-    gather: Callable[[torch.Tensor], tuple[torch.Tensor, int]] | None = field(
-        default=None, repr=False, compare=False)
+    collectives: Collectives = field(default=LOCAL, repr=False, compare=False)  # UsesCollectives
     stats: dict[str, int] = field(default_factory=dict, init=False)
     last: Thresholds | None = field(default=None, init=False)
     last_step: int | None = field(default=None, init=False)
@@ -112,7 +112,7 @@ class LengthAwareSampling:
             raise ValueError(f"when_short={self.when_short!r} is not one of {', '.join(WHEN_SHORT)}")
         self.stats = {k: 0 for k in ("rounds", "prompts", "survived", "kept_short", "kept_long")}
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         _, index_N = torch.unique(inp.group_N, return_inverse=True)
         groups = int(index_N.max()) + 1 if index_N.numel() else 0
         zeros_G = torch.zeros(groups, dtype=torch.float64)
@@ -124,8 +124,7 @@ class LengthAwareSampling:
             varied_N = varied_groups(inp.correct_N, inp.group_N)
             survived_G = torch.zeros(groups, dtype=torch.bool).index_put((index_N,), varied_N)
         pooled = torch.where(survived_G, mean_G, torch.full_like(mean_G, math.nan))
-        if self.gather is not None:
-            pooled, _ = self.gather(pooled)
+        pooled, _ = self.collectives.gather_prompts(pooled)
         pool = pooled[~torch.isnan(pooled)].tolist()
         self.last = lspo_thresholds(pool, self.l_low, self.l_high, self.l_max, self.l_max_tokens)
         keep_G = lspo_keep(mean_G, survived_G, self.last)
@@ -168,11 +167,12 @@ class ChainedFilter:
         if not filters:
             raise ValueError("ChainedFilter needs at least one filter")
         self.filters = list(filters)
-        self.max_rounds = max(getattr(f, "max_rounds", 1) for f in self.filters)
-        shorts = [getattr(f, "when_short", "error") for f in self.filters if getattr(f, "max_rounds", 1) > 1]
+        refills = [f for f in self.filters if isinstance(f, Refills)]
+        self.max_rounds = max([1] + [f.max_rounds for f in refills])
+        shorts = [f.when_short for f in refills if f.max_rounds > 1]
         self.when_short = "error" if "error" in shorts else "train"
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         keep_N = torch.ones(len(inp.reward_N), dtype=torch.bool)
         for fn in self.filters:
             rows = keep_N.nonzero().squeeze(1)
@@ -180,12 +180,16 @@ class ChainedFilter:
         return keep_N
 
     def state_dict(self) -> dict[str, Any]:
-        return {str(i): f.state_dict() for i, f in enumerate(self.filters) if hasattr(f, "state_dict")}
+        return {str(i): f.state_dict() for i, f in enumerate(self.filters) if isinstance(f, Stateful)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for i, f in enumerate(self.filters):
-            if hasattr(f, "load_state_dict"):
+            if isinstance(f, Stateful):
                 f.load_state_dict(state[str(i)])
+
+    def parts(self) -> list[Any]:
+        """The chained filters (``HasParts``: the runtime wires their collectives)."""
+        return list(self.filters)
 
 
 class LSPOCurriculum:

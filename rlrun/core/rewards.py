@@ -1,6 +1,6 @@
 """Shaped rewards: a weighted sum of named terms (ALGORITHMS.md 0.2), and the two unshaped terms.
 
-A term is any callable ``fn(step: StepInput) -> Tensor_N``. ``Composite`` binds names and weights to
+A term is any callable ``fn(batch: StepBatch) -> Tensor_N``. ``Composite`` binds names and weights to
 terms; the config group ``reward/`` builds one from yaml (``reward=[correct,format]`` merges the
 ``terms`` of both files, so their weighted sum is the reward).
 """
@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import torch
 
-from rlrun.types import Scored, StepInput
+from rlrun.types import HasMetrics, Scored, Stateful, StepBatch
 
-Term = Callable[[StepInput], torch.Tensor]
+Term = Callable[[StepBatch], torch.Tensor]
 
 
 class Composite:
@@ -43,11 +43,11 @@ class Composite:
             self.weights[str(name)] = float(term["weight"])
             self.fns[str(name)] = term["fn"]
 
-    def __call__(self, step: StepInput) -> Scored:
+    def __call__(self, batch: StepBatch) -> Scored:
         values: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         for name, fn in self.fns.items():
-            value = fn(step)
+            value = fn(batch)
             if value.dim() != 1:
                 raise ValueError(f"reward term {name!r} returned shape {tuple(value.shape)}, need (N,)")
             if not value.is_floating_point():
@@ -64,20 +64,24 @@ class Composite:
         return Scored(reward_N=total, terms=values, preference_N=preference)
 
 
+    def parts(self) -> list[Any]:
+        """The terms (``HasParts``: their capabilities are the reward's, e.g. collectives)."""
+        return list(self.fns.values())
+
     def state_dict(self) -> dict[str, Any]:
         """The state of every term that keeps one (HAPO's history, adaptive weights, ...)."""
-        return {name: fn.state_dict() for name, fn in self.fns.items() if hasattr(fn, "state_dict")}
+        return {name: fn.state_dict() for name, fn in self.fns.items() if isinstance(fn, Stateful)}
 
     def metrics(self) -> dict[str, float]:
         """What terms report about themselves (LASER-D's targets, A-DLP's lambda, ...), logged as
         ``reward/<term>/<key>``."""
         return {f"reward/{name}/{key}": float(value)
-                for name, fn in self.fns.items() if hasattr(fn, "metrics")
+                for name, fn in self.fns.items() if isinstance(fn, HasMetrics)
                 for key, value in fn.metrics().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, term_state in state.items():
-            if name not in self.fns or not hasattr(self.fns[name], "load_state_dict"):
+            if name not in self.fns or not isinstance(self.fns[name], Stateful):
                 raise ValueError(f"checkpoint has state for reward term {name!r}, which this reward "
                                  f"does not have a stateful term of: {sorted(self.fns)}")
             self.fns[name].load_state_dict(term_state)
@@ -86,11 +90,11 @@ class Composite:
 class CorrectReward:
     """The verifier's correctness, unshaped (ALGORITHMS.md 0.1): ``term_i = correct_i`` ∈ {0, 1}.
     Outcome reward of GRPO (DeepSeekMath arXiv 2402.03300, Sec. 4.1.2).
-    Shapes: ``step.verdicts.correct_N`` (N,) -> (N,) float32.
+    Shapes: ``batch.correct_N`` (N,) -> (N,) float32.
     """
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        return step.verdicts.correct_N.to(torch.float32)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        return batch.correct_N.to(torch.float32)
 
 
 class FormatReward:
@@ -98,8 +102,8 @@ class FormatReward:
     ``R_f = 1 if the format is right else 0``, with "format right" decided by the verifier
     (``format_ok_N``). The paper's weight is 1.0; the released code's is 0.5 (set it as the term's
     weight, ``reward.terms.format.weight=0.5``). Uses no gold answer.
-    Shapes: ``step.verdicts.format_ok_N`` (N,) -> (N,) float32.
+    Shapes: ``batch.format_ok_N`` (N,) -> (N,) float32.
     """
 
-    def __call__(self, step: StepInput) -> torch.Tensor:
-        return step.verdicts.format_ok_N.to(torch.float32)
+    def __call__(self, batch: StepBatch) -> torch.Tensor:
+        return batch.format_ok_N.to(torch.float32)

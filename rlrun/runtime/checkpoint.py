@@ -3,7 +3,8 @@
 Layout of ``<run dir>/checkpoints/step_000050/``:
   model/         the policy in Hugging Face format (``from_pretrained``-loadable, tokenizer included)
   trainer/       the trainer's own state (DeepSpeed: weights, optimizer, LR schedule; every rank)
-  state.pt       loop position and the state of every stateful piece (curriculum, reward, ...)
+  state.pt       loop position and the state of every piece that declares ``Stateful`` (curriculum,
+                 reward, ...: ``Run.pieces()``)
   rng_rank<r>.pt each rank's random number generator states
 ``<run dir>/checkpoints/latest`` names the newest complete checkpoint; it is written last, so an
 interrupted save never becomes the one a resume picks.
@@ -17,9 +18,7 @@ import numpy as np
 import torch
 
 from rlrun.runtime import dist
-
-STATEFUL = ("problems", "verifier", "reward", "filter", "advantage", "loss", "curriculum")
-
+from rlrun.types import Stateful
 
 def seed_all(seed: int) -> None:
     """Seed every random generator a run draws from (sampling, dropout, shuffles)."""
@@ -53,11 +52,7 @@ def save(run, step: int, extra: dict | None = None) -> str:
     run.trainer.save(directory)
     torch.save(_rng_state(), os.path.join(directory, f"rng_rank{dist.rank()}.pt"))
     if dist.is_main():
-        pieces = {
-            name: getattr(run, name).state_dict()
-            for name in STATEFUL
-            if hasattr(getattr(run, name, None), "state_dict")
-        }
+        pieces = {name: piece.state_dict() for name, piece in run.pieces().items() if isinstance(piece, Stateful)}
         torch.save({"step": step, "pieces": pieces, "extra": extra or {}}, os.path.join(directory, "state.pt"))
     dist.barrier()
     if dist.is_main():
@@ -85,8 +80,9 @@ def restore(run, directory: str) -> tuple[int, dict]:
     run.trainer.load(directory)
     run.rollout.load_weights(run.trainer.weights())
     state = torch.load(os.path.join(directory, "state.pt"), weights_only=False)
+    pieces = run.pieces()
     for name, piece_state in state["pieces"].items():
-        getattr(run, name).load_state_dict(piece_state)
+        pieces[name].load_state_dict(piece_state)
     rng_file = os.path.join(directory, f"rng_rank{dist.rank()}.pt")
     if os.path.exists(rng_file):
         _set_rng_state(torch.load(rng_file, weights_only=False))

@@ -139,3 +139,12 @@ def all_gather_object(obj: Any) -> list[Any]:
     parts: list[Any] = [None] * world_size()
     tdist.all_gather_object(parts, obj)
     return parts
+
+
+def collectives():
+    """These collectives as the one object that pieces declaring ``UsesCollectives`` call
+    (``rlrun.core.collectives.Collectives``)."""
+    from rlrun.core.collectives import Collectives
+
+    return Collectives(reduce_sum=all_reduce_sum, gather_cat=gather_cat,
+                       gather_objects=all_gather_object, rank=rank)

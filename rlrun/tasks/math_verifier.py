@@ -33,7 +33,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rlrun.types import Rollouts, Verdicts
+    from rlrun.types import StepBatch, Verdicts
 
 log = logging.getLogger(__name__)
 STARTUP_S = 120.0  # how long a new worker may take to import math-verify and say "ready"
@@ -124,7 +124,7 @@ def _stop_all(workers: list[_Worker]) -> None:
 
 
 class MathVerifier:
-    """``Rollouts -> Verdicts`` with math-verify, a per-item timeout that works in any thread, and
+    """``StepBatch -> Verdicts`` with math-verify, a per-item timeout that works in any thread, and
     counted failures (module docstring). Workers start lazily and are reused across calls; ``close()``
     stops them (they are also stopped when the object is collected or the interpreter exits)."""
 
@@ -137,7 +137,7 @@ class MathVerifier:
         self._workers = [_Worker(context) for _ in range(max(1, self.workers))]
         weakref.finalize(self, _stop_all, self._workers)
 
-    def __call__(self, rollouts: Rollouts) -> Verdicts:
+    def __call__(self, rollouts: StepBatch) -> Verdicts:
         import torch  # torch-importing modules stay out of the workers, which import this module
 
         from rlrun.tasks.verify import extract_boxed

@@ -10,7 +10,7 @@ import re
 
 import torch
 
-from rlrun.types import Rollouts, Verdicts
+from rlrun.types import StepBatch, Verdicts
 
 BOX = "\\boxed{"
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -64,9 +64,9 @@ def is_well_formed(text: str) -> bool:
 
 
 class BoxedAnswerVerifier:
-    """``Rollouts -> Verdicts``: correctness of the boxed integer and the output format."""
+    """``StepBatch -> Verdicts``: correctness of the boxed integer and the output format."""
 
-    def __call__(self, rollouts: Rollouts) -> Verdicts:
+    def __call__(self, rollouts: StepBatch) -> Verdicts:
         predicted = [extract_boxed(text) for text in rollouts.texts]
         gold = [parse_integer(answer) for answer in rollouts.answers_N]
         correct = [

@@ -106,7 +106,7 @@ def precheck(argv: list[str]) -> None:
         cfg = compose(overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(exc, overrides)
-    from rlrun.wiring.build import validate
+    from rlrun.wiring.settings import validate
 
     try:
         validate(cfg, world_size=1)  # the world size is checked again inside the app

@@ -15,7 +15,8 @@ from conftest import debug_overrides
 
 from rlrun.wiring.cli import compose
 from rlrun.wiring.config_check import ConfigError, config_groups
-from rlrun.wiring.build import COMPONENTS, NullLogger, accepted, build, validate
+from rlrun.wiring.build import NullLogger, accepted, build
+from rlrun.wiring.settings import COMPONENTS, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))

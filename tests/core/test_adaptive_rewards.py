@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from rlrun.core.collectives import Collectives
 from rlrun.core.adaptive_rewards import (
     AdaptiveLengthPenalty,
     FormatLengthReward,
@@ -15,17 +16,18 @@ from rlrun.core.adaptive_rewards import (
 )
 from rlrun.core.advantages import GroupNormalized
 from rlrun.core.rewards import Composite
-from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+from rlrun.types import Problem, StepBatch, Verdicts
+from conftest import with_verdicts
 
 
 def make_step(lengths, correct, group_size, uids=None, step=0, truncated=None, format_ok=None, cap=32768):
-    """StepInput whose completion i has ``lengths[i]`` response tokens (no EOS) and, unless
+    """StepBatch whose completion i has ``lengths[i]`` response tokens (no EOS) and, unless
     truncated, one EOS id; groups of ``group_size`` with problem uids ``uids`` (default q0, q1, ...)."""
     n = len(lengths)
     uids = uids or [f"q{b}" for b in range(n // group_size)]
     truncated = truncated or [0] * n
     problems = [Problem(uid=u, prompt="q", answer="42") for u in uids]
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=problems, group_size=group_size, prompt_ids=[[1]] * len(problems),
         completion_ids=[[7] * (k + (0 if t else 1)) for k, t in zip(lengths, truncated)],
         texts=[""] * n, length_tokens_N=torch.tensor(lengths),
@@ -35,13 +37,13 @@ def make_step(lengths, correct, group_size, uids=None, step=0, truncated=None, f
                         format_ok_N=torch.tensor(format_ok if format_ok is not None else [1] * n,
                                                  dtype=torch.float32),
                         predicted=[None] * n)
-    return StepInput(rollouts=rollouts, verdicts=verdicts, step=step)
+    return with_verdicts(rollouts=rollouts, verdicts=verdicts, step=step)
 
 
 def advantages(reward_N, group_size, eps):
     group_N = torch.arange(len(reward_N) // group_size).repeat_interleave(group_size)
-    from rlrun.types import AdvantageInput
-    inp = AdvantageInput(reward_N=reward_N, group_N=group_N, correct_N=torch.zeros_like(reward_N),
+    from rlrun.types import StepBatch
+    inp = StepBatch(reward_N=reward_N, group_N=group_N, correct_N=torch.zeros_like(reward_N),
                          length_tokens_N=torch.zeros_like(reward_N), truncated_N=torch.zeros_like(reward_N))
     return GroupNormalized(eps=eps)(inp)
 
@@ -185,7 +187,7 @@ def test_hapo_length_weight_scales_only_the_length_part():
 def test_hapo_gather_objects_applies_every_ranks_update():
     # the other rank saw q0 correct at 300 and q9 correct at 500 (rows of [min, sum, m])
     term = HistoryLengthReward()
-    term.gather_objects = lambda local: [local, {"q0": [300.0, 300.0, 1], "q9": [500.0, 500.0, 1]}]
+    term.collectives = Collectives(gather_objects=lambda local: [local, {"q0": [300.0, 300.0, 1], "q9": [500.0, 500.0, 1]}])
     term(make_step([400, 900], [1, 1], 2))
     assert term.history == {"q0": 300.0, "q9": 500.0}
 
@@ -290,7 +292,7 @@ def test_adlp_empty_batch_skips_update_and_sslp_is_fixed():
 def test_adlp_reduce_sum_uses_all_ranks_accuracy_and_count_eos():
     # this rank 1/2 correct, the other rank (simulated) 4/4: acc 5/6, lambda 0.001 + 0.001*(5/6-0.62)
     term = AdaptiveLengthPenalty(lambda_init=1e-3, lr=1e-3, acc_ref=0.62, count_eos=True)
-    term.reduce_sum = lambda sums: sums + torch.tensor([4.0, 4.0], dtype=torch.float64)
+    term.collectives = Collectives(reduce_sum=lambda sums: sums + torch.tensor([4.0, 4.0], dtype=torch.float64))
     # count_eos: 99 tokens + EOS = 100 -> 1 - 0.1; truncated 100 tokens, no EOS -> 0 - 0.1
     close(term(make_step([99, 100], [1, 0], 2, truncated=[0, 1])), [0.9, -0.1])
     term(make_step([1], [0], 1, step=1))
@@ -361,7 +363,7 @@ def test_format_length_f3_single_values():
 def test_format_length_never_reads_correctness_or_answer():
     base = FormatLengthReward()(f1_step(correct=[0] * 6))
     step = f1_step(correct=[1] * 6)
-    step.rollouts.problems[0] = Problem(uid="q0", prompt="q", answer="something else")
+    step.problems[0] = Problem(uid="q0", prompt="q", answer="something else")
     torch.testing.assert_close(FormatLengthReward()(step), base)
 
 
@@ -371,7 +373,7 @@ def test_format_length_edges_truncated_empty_and_budget():
     close(FormatLengthReward()(step), [0.0, -1.0, 0.0])
     # L_max = each completion's budget: 32 of 64 -> peak, 32 of 128 -> 1 - (1 - 0.5)^2 = 0.75
     step = make_step([32, 32], [0, 0], 1, format_ok=[1, 1])
-    step.rollouts.budget_tokens_N = torch.tensor([64, 128])
+    step.budget_tokens_N = torch.tensor([64, 128])
     close(FormatLengthReward()(step), [2.0, 1.75])
     # count_eos: 31 tokens + EOS = 32 of 64 -> peak
     close(FormatLengthReward(count_eos=True)(make_step([31], [0], 1, cap=64)), [2.0])

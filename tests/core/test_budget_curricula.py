@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rlrun.core.collectives import Collectives
 from rlrun.core.budget_curricula import (ExponentialBudget, LinearBudget, PerDifficultyBudget,
                                          ThinkPruneLimit, geometric_budget, stepwise_budget, to_tokens)
 from rlrun.core.budget_rewards import triangular_length_reward
@@ -12,7 +13,8 @@ from rlrun.core.dapo import DynamicSampling
 from rlrun.core.dler import TruncationReward
 from rlrun.core.lspo import ChainedFilter, LengthAwareSampling, LSPOCurriculum, lower_quantile
 from rlrun.core.advantages import GroupNormalized
-from rlrun.types import AdvantageInput, Problem, Rollouts, StepInput, Verdicts
+from rlrun.types import StepBatch, Problem, Verdicts
+from conftest import with_verdicts
 
 STEPS = [0, 149, 150, 299, 300, 449, 450, 599, 600, 750]
 
@@ -151,9 +153,10 @@ def test_thinkprune_worked_example_rewards():
     correct = torch.tensor([1.0, 0.0, 1.0, 0.0])  # row 3's \boxed{42} is inside a cut response
     truncated = torch.tensor([False, True, True, False])
     lengths = torch.tensor([1200, 3000, 3000, 2500])
-    rollouts = Rollouts(problems(1), 4, [[]], [[1]] * 4, ["t"] * 4, lengths, truncated,
-                        torch.full((4,), 3000))
-    paper = TruncationReward()(StepInput(rollouts, Verdicts(correct, torch.ones(4), [None] * 4), 0))
+    rollouts = StepBatch(problems=problems(1), group_size=4, prompt_ids=[[]], completion_ids=[[1]] * 4,
+                         texts=["t"] * 4, length_tokens_N=lengths, truncated_N=truncated,
+                         budget_tokens_N=torch.full((4,), 3000))
+    paper = TruncationReward()(with_verdicts(rollouts, Verdicts(correct, torch.ones(4), [None] * 4), 0))
     assert paper.tolist() == [1.0, 0.0, 0.0, 0.0]
     group = torch.zeros(4, dtype=torch.long)
     # mean 0.25, sample std 0.5: (1 - 0.25)/(0.5 + 1e-6) = 1.499997, -0.25/0.500001 = -0.499999
@@ -196,7 +199,7 @@ def test_triangular_worked_example():
 # --- 3.6 LSPO --------------------------------------------------------------------------------
 def _inp(reward, group, correct=None, length=None, step=0):
     n = len(reward)
-    return AdvantageInput(reward_N=reward, group_N=group, correct_N=reward if correct is None else correct,
+    return StepBatch(reward_N=reward, group_N=group, correct_N=reward if correct is None else correct,
                           length_tokens_N=torch.zeros(n) if length is None else length,
                           truncated_N=torch.zeros(n, dtype=torch.bool), step=step)
 
@@ -272,7 +275,9 @@ def test_lspo_gather_pools_every_rank():
     rank0, rank1 = _batch(BATCH1[:4]), _batch(BATCH1[4:])
     lspo0 = LengthAwareSampling(0.25, 0.75)
     lspo0(rank0)
-    lspo1 = LengthAwareSampling(0.25, 0.75, gather=lambda v: (torch.cat([_pooled(lspo0, rank0), v]), 4))
+    # rank 1 of 2: every rank's pooled means in rank order, this rank's block starting at 1 * 4
+    lspo1 = LengthAwareSampling(0.25, 0.75, collectives=Collectives(
+        gather_cat=lambda v: torch.cat([_pooled(lspo0, rank0), v]), rank=lambda: 1))
     assert kept_prompts(lspo1(rank1)) == [2, 3]  # q7, q8 (global 6, 7)
     assert (lspo1.last.short, lspo1.last.long) == (450, 1550)
 

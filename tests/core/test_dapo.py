@@ -18,14 +18,14 @@ from rlrun.core.dapo import (
 from rlrun.core.losses import aggregate, clipped_surrogate
 from rlrun.core.rewards import Composite
 from conftest import step_input
-from rlrun.types import AdvantageInput
+from rlrun.types import StepBatch
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def advantage_input(reward, correct, group, truncated=None):
     n = len(reward)
-    return AdvantageInput(
+    return StepBatch(
         reward_N=torch.tensor(reward, dtype=torch.float32), group_N=torch.tensor(group),
         correct_N=torch.tensor(correct, dtype=torch.float32), length_tokens_N=torch.ones(n, dtype=torch.long),
         truncated_N=torch.tensor(truncated or [False] * n, dtype=torch.bool),
@@ -57,11 +57,11 @@ def test_ex2_shaped_reward_and_grpo_advantage():
     assert scored.preference_N.tolist() == pytest.approx([0, -0.5, -1, 0], abs=1e-6)
     # mean −0.375; deviations 1.375, 0.875, −1.625, −0.625; Σ² = 5.6875; sample std sqrt(5.6875/3) = 1.376893
     # A = dev / (1.376893 + 1e-6)
-    adv = GroupNormalized(1e-6).of(scored.reward_N, step.rollouts.group_N)
+    adv = GroupNormalized(1e-6).of(scored.reward_N, step.group_N)
     assert adv.tolist() == pytest.approx([0.998625, 0.635488, -1.180193, -0.453920], abs=1e-6)
     # without shaping r = [1,1,−1,−1]: mean 0, sample std sqrt(4/3) = 1.154701 → ±1/1.154701 = ±0.866025
     plain = SignedCorrectReward()(step)
-    assert GroupNormalized(1e-6).of(plain, step.rollouts.group_N).tolist() == pytest.approx(
+    assert GroupNormalized(1e-6).of(plain, step.group_N).tolist() == pytest.approx(
         [0.866025, 0.866025, -0.866025, -0.866025], abs=1e-6)
     # overlong filtering instead → row mask [1,1,0,1]; the group statistics still hold the truncated row
     inp = advantage_input(plain.tolist(), [1, 1, 0, 0], [0] * 4, [False, False, True, False])
@@ -87,7 +87,7 @@ def test_ex3_clip_higher(advantage, ratio, symmetric, higher):
 
 def test_ex4_dynamic_sampling_keep_decisions():
     # train_batch_size 3 prompts, G 4, metric acc; the refill itself (rounds, first 3 kept groups,
-    # error with max_rounds 1) is the loop's (rlrun.runtime.loop.sample)
+    # error with max_rounds 1) is the loop's (rlrun.runtime.sampling.sample)
     flt = DynamicSampling("acc", max_rounds=10)
     group = torch.arange(4).repeat_interleave(4).tolist()
     round1 = [1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1]
@@ -154,7 +154,7 @@ def test_length_at_the_buffer_edge():
 def test_penalty_follows_each_rows_cap():
     # caps 16 and 32, L_cache 4: |y| 14 → (12−14)/4 = −0.5 under cap 16, 0 under cap 32
     step = step_input([1, 1], [14, 14], [False, False], 16, 2)
-    step.rollouts.budget_tokens_N = torch.tensor([16, 32])
+    step.budget_tokens_N = torch.tensor([16, 32])
     assert OverlongSoftPunishment(4)(step).tolist() == pytest.approx([-0.5, 0.0])
 
 

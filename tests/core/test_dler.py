@@ -4,6 +4,7 @@ import warnings
 import pytest
 import torch
 
+from rlrun.core.collectives import LOCAL, Collectives
 from rlrun.core.advantages import GroupNormalized
 from rlrun.core.dapo import DynamicSampling
 from rlrun.core.dler import (
@@ -15,13 +16,13 @@ from rlrun.core.dler import (
     tier_limits,
 )
 from conftest import step_input
-from rlrun.types import AdvantageInput
+from rlrun.types import StepBatch
 
 
 def advantage_input(step, reward_N):
-    r = step.rollouts
-    return AdvantageInput(reward_N=reward_N, group_N=r.group_N, correct_N=step.verdicts.correct_N,
-                          length_tokens_N=r.length_tokens_N, truncated_N=r.truncated_N, mask_NT=r.mask_NT())
+    r = step
+    return StepBatch(reward_N=reward_N, group_N=r.group_N, correct_N=step.correct_N,
+                          length_tokens_N=r.length_tokens_N, truncated_N=r.truncated_N, mask_NT=r.mask_NT)
 
 
 # Ex. 1: 3 groups × 4, toy limit 8 tokens
@@ -95,7 +96,7 @@ def test_difficulty_aware_reward_uses_the_groups_ratio():
     # group 1: p = 1/4 → limit 4000: the correct 3000-token completion gets 1; a truncated one 0
     step = step_input([1, 1, 0, 0, 1, 1, 0, 0], [1500, 2001, 10, 10, 3000, 4000, 10, 10],
                       [0, 0, 0, 0, 0, 1, 0, 0], cap=4000, group_size=4)
-    step.verdicts.correct_N = torch.tensor([1.0, 1, 0, 0, 1, 0, 0, 0])
+    step.correct_N = torch.tensor([1.0, 1, 0, 0, 1, 0, 0, 0])
     got = DifficultyAwareTruncationReward()(step)
     assert got.tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
 
@@ -131,7 +132,7 @@ def test_all_truncated_and_all_correct_groups_are_dropped():
 def test_singleton_group_is_not_centred():
     # group 0 [1, 0] → centred [0.5, −0.5]; singleton group 1 [1] → mean 0 → A = 1
     # batch mean 1/3; deviations [1/6, −5/6, 2/3]; sample var (1/36 + 25/36 + 16/36)/2 = 7/12
-    inp = AdvantageInput(reward_N=torch.tensor([1.0, 0.0, 1.0]), group_N=torch.tensor([0, 0, 1]),
+    inp = StepBatch(reward_N=torch.tensor([1.0, 0.0, 1.0]), group_N=torch.tensor([0, 0, 1]),
                          correct_N=torch.tensor([1.0, 0.0, 1.0]), length_tokens_N=torch.ones(3),
                          truncated_N=torch.zeros(3, dtype=torch.bool), mask_NT=torch.ones(3, 1))
     with warnings.catch_warnings():
@@ -144,7 +145,7 @@ def test_singleton_group_is_not_centred():
 
 def test_zero_batch_std_gives_zero_not_nan():
     # every group constant → every centred A = 0 → 0 / sqrt(0 + 1e-8) = 0
-    inp = AdvantageInput(reward_N=torch.tensor([1.0, 1.0, 0.0, 0.0]), group_N=torch.tensor([0, 0, 1, 1]),
+    inp = StepBatch(reward_N=torch.tensor([1.0, 1.0, 0.0, 0.0]), group_N=torch.tensor([0, 0, 1, 1]),
                          correct_N=torch.ones(4), length_tokens_N=torch.ones(4),
                          truncated_N=torch.zeros(4, dtype=torch.bool), mask_NT=torch.ones(4, 3))
     assert BatchNormalized()(inp).tolist() == [0.0] * 4
@@ -152,7 +153,7 @@ def test_zero_batch_std_gives_zero_not_nan():
 
 
 def test_empty_batch():
-    inp = AdvantageInput(reward_N=torch.zeros(0), group_N=torch.zeros(0, dtype=torch.long),
+    inp = StepBatch(reward_N=torch.zeros(0), group_N=torch.zeros(0, dtype=torch.long),
                          correct_N=torch.zeros(0), length_tokens_N=torch.zeros(0),
                          truncated_N=torch.zeros(0, dtype=torch.bool), mask_NT=torch.zeros(0, 0))
     assert BatchNormalized()(inp).shape == (0,) and TokenWhitened()(inp).shape == (0,)
@@ -160,17 +161,17 @@ def test_empty_batch():
 
 @pytest.mark.parametrize("advantage", [BatchNormalized(), TokenWhitened()])
 def test_cross_rank_sum_matches_one_rank_holding_all_rows(advantage):
-    # two ranks holding the same rows (reduce_sum doubles the sums) = one rank holding both copies
+    # two ranks holding the same rows (collectives.reduce_sum doubles the sums) = one rank holding both copies
     _, _, inp = ex1_kept()
-    both = AdvantageInput(
+    both = StepBatch(
         reward_N=torch.cat([inp.reward_N, inp.reward_N]), group_N=torch.cat([inp.group_N, inp.group_N + 10]),
         correct_N=torch.cat([inp.correct_N] * 2), length_tokens_N=torch.cat([inp.length_tokens_N] * 2),
         truncated_N=torch.cat([inp.truncated_N] * 2), mask_NT=torch.cat([inp.mask_NT] * 2))
-    advantage.reduce_sum = lambda t: 2 * t
+    advantage.collectives = Collectives(reduce_sum=lambda t: 2 * t)
     try:
         got = advantage(inp)
     finally:
-        advantage.reduce_sum = None
+        advantage.collectives = LOCAL
     torch.testing.assert_close(got, advantage(both)[: len(got)])
 
 

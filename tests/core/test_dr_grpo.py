@@ -10,7 +10,7 @@ import yaml
 
 from rlrun.core.advantages import GroupCentered, GroupNormalized
 from rlrun.core.losses import ClippedSurrogate
-from rlrun.types import TrainBatch
+from rlrun.types import StepBatch
 
 # Ex. 1: G = 4, rewards [1, 0, 0, 0], lengths [3, 5, 2, 6], C = 8
 REWARD = torch.tensor([1.0, 0.0, 0.0, 0.0])
@@ -25,7 +25,7 @@ def per_token_weights(advantages, aggregation, norm_constant=None):
     for row, n in enumerate(LENGTH):
         mask[row, :n] = 1.0
     logp = torch.full(mask.shape, -1.0, dtype=torch.float64, requires_grad=True)
-    batch = TrainBatch(mask_NT=mask, old_logp_NT=logp.detach().clone(), advantages_N=advantages)
+    batch = StepBatch(mask_NT=mask, old_logp_NT=logp.detach().clone(), advantages_N=advantages)
     loss, _ = ClippedSurrogate(aggregation=aggregation, norm_constant=norm_constant)(logp, batch)
     loss.backward()
     grad = -logp.grad

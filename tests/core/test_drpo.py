@@ -17,7 +17,7 @@ from rlrun.core.drpo import (
     sequence_scores,
     trust_region_kl,
 )
-from rlrun.types import AdvantageInput, LossNorm, TrainBatch
+from rlrun.types import StepBatch, LossNorm
 
 F64 = torch.float64
 C = 8192
@@ -31,11 +31,11 @@ def rows(lengths, scores, width=C):
 
 
 def adv_input(correct, lengths, scores, truncated=None, group=None, preference=None, width=C):
-    """AdvantageInput for rows of ``lengths`` tokens incl. EOS (length_tokens_N excludes EOS unless truncated)."""
+    """StepBatch for rows of ``lengths`` tokens incl. EOS (length_tokens_N excludes EOS unless truncated)."""
     n = len(correct)
     trunc = torch.tensor(truncated if truncated is not None else [False] * n)
     logp, mask = rows(lengths, scores, width)
-    return AdvantageInput(
+    return StepBatch(
         reward_N=torch.tensor(correct, dtype=F64),
         group_N=torch.tensor(group if group is not None else [0] * n),
         correct_N=torch.tensor(correct, dtype=F64),
@@ -162,7 +162,7 @@ def test_d5_kl_hinge(D, value, grad, half_sq, paper):
     beta, delta = 1e3, 1e-4
     # the loss on 2 rows of 3 tokens, A = 0, logp_old − logp = D on every token → D̂ = D
     logp = torch.tensor([[-0.5, -1.0, -0.2], [-0.3, -2.0, -0.7]], dtype=F64, requires_grad=True)
-    batch = TrainBatch(mask_NT=torch.ones(2, 3, dtype=F64), old_logp_NT=logp.detach() + D,
+    batch = StepBatch(mask_NT=torch.ones(2, 3, dtype=F64), old_logp_NT=logp.detach() + D,
                        advantages_N=torch.zeros(2, dtype=F64), norm=LossNorm(6.0, 2.0, 1.0))
     loss, stats = DRPOLoss(beta=beta, delta=delta)(logp, batch)
     assert loss.item() == pytest.approx(value, abs=1e-12)
@@ -194,7 +194,7 @@ def test_d6_one_mini_batch():
     inp, logp = d6_batch()
     total_L = sum(D1["lengths"] + D2["lengths"] + D3["lengths"])  # 23492 + 13200 + 10000 = 46692
     adv = DRPOAdvantage(max_response_tokens=C)(inp)  # q is invariant to the uniform offset
-    batch = TrainBatch(mask_NT=inp.mask_NT, old_logp_NT=inp.logp_NT, advantages_N=adv,
+    batch = StepBatch(mask_NT=inp.mask_NT, old_logp_NT=inp.logp_NT, advantages_N=adv,
                        group_N=inp.group_N, correct_N=inp.correct_N)  # norm from the batch: Q = 3
     logp.requires_grad_(True)
     loss, stats = DRPOLoss()(logp, batch)
@@ -227,7 +227,7 @@ def mixed_batch(seed=0):
     mask = (torch.arange(12)[None, :] < lengths[:, None]).to(F64)
     logp = -torch.rand(len(group), 12, generator=gen, dtype=F64) * 2 * mask
     trunc = lengths == 11
-    inp = AdvantageInput(reward_N=correct, group_N=group, correct_N=correct,
+    inp = StepBatch(reward_N=correct, group_N=group, correct_N=correct,
                          length_tokens_N=lengths - (~trunc).long(), truncated_N=trunc,
                          logp_NT=logp, mask_NT=mask)
     return inp, logp
@@ -238,7 +238,7 @@ def test_advantage_and_loss_gradient_equals_direct_objective_at_theta_old():
     algo = DRPOAdvantage(max_response_tokens=11, lam=0.3)
     adv = algo(inp)
     logp = logp_old.clone().requires_grad_(True)
-    batch = TrainBatch(mask_NT=inp.mask_NT, old_logp_NT=logp.detach(), advantages_N=adv, group_N=inp.group_N)
+    batch = StepBatch(mask_NT=inp.mask_NT, old_logp_NT=logp.detach(), advantages_N=adv, group_N=inp.group_N)
     loss, stats = DRPOLoss()(logp, batch)  # on-policy: D = 0, the hinge is inactive
     (g_j,) = torch.autograd.grad(loss, logp)
     J, _ = drpo_objective(logp, inp.mask_NT, inp.correct_N, inp.group_N, algo.preference_of(inp), 0.3, 10.0)
@@ -253,7 +253,7 @@ def test_micro_batches_with_global_norm_add_up_to_the_full_batch(kl_type, offset
     inp, logp_old = mixed_batch(seed=1)
     adv = DRPOAdvantage(max_response_tokens=11)(inp)
     old = (logp_old + offset) * inp.mask_NT  # uniform shift: every micro-batch has the same D̂, hinge active
-    full = TrainBatch(mask_NT=inp.mask_NT, old_logp_NT=old, advantages_N=adv, group_N=inp.group_N)
+    full = StepBatch(mask_NT=inp.mask_NT, old_logp_NT=old, advantages_N=adv, group_N=inp.group_N)
     norm = LossNorm(float(inp.mask_NT.sum()), float(len(adv)), 5.0)
     full.norm = norm
     loss_fn = DRPOLoss(kl_type=kl_type)
@@ -264,7 +264,7 @@ def test_micro_batches_with_global_norm_add_up_to_the_full_batch(kl_type, offset
     total, g_sum, kl = torch.zeros((), dtype=F64), torch.zeros_like(logp), 0.0
     for index in order.split(4):
         part = logp_old[index].clone().requires_grad_(True)
-        value, stats = loss_fn(part, full.rows(index))
+        value, stats = loss_fn(part, full.select(index))
         (g,) = torch.autograd.grad(value, part)
         total, kl = total + value.detach(), kl + stats["loss/kl"].item()
         g_sum[index] += g
@@ -330,7 +330,7 @@ def test_inputs_it_cannot_use_are_rejected():
     inp.logp_NT = None
     with pytest.raises(ValueError, match="sampling log-probs"):
         DRPOAdvantage(max_response_tokens=C)(inp)
-    batch = TrainBatch(mask_NT=torch.ones(1, 2), old_logp_NT=torch.zeros(1, 2), advantages_N=torch.ones(1),
+    batch = StepBatch(mask_NT=torch.ones(1, 2), old_logp_NT=torch.zeros(1, 2), advantages_N=torch.ones(1),
                        norm=LossNorm(2.0, 1.0, 0.0))
     with pytest.raises(ValueError, match="total_groups > 0"):
         DRPOLoss()(torch.zeros(1, 2), batch)
@@ -353,7 +353,7 @@ def test_bad_settings_fail_at_construction(make, message):
 
 def test_negative_kl_leaves_the_penalty_off_and_stats_are_detached():
     logp = torch.tensor([[-0.5, -1.0]], dtype=F64, requires_grad=True)
-    batch = TrainBatch(mask_NT=torch.ones(1, 2, dtype=F64), old_logp_NT=logp.detach() - 0.1,
+    batch = StepBatch(mask_NT=torch.ones(1, 2, dtype=F64), old_logp_NT=logp.detach() - 0.1,
                        advantages_N=torch.tensor([0.5], dtype=F64), norm=LossNorm(2.0, 1.0, 1.0))
     loss, stats = DRPOLoss()(logp, batch)
     # D = −0.1 → hinge inactive; loss = −0.5 · mean(−0.5, −1.0) = 0.375

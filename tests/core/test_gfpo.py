@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from rlrun.core.collectives import Collectives
 from rlrun.core.gfpo import (
     AdaptiveDifficulty,
     RetainedGroupNormalized,
@@ -12,7 +13,7 @@ from rlrun.core.gfpo import (
     percentile,
     response_length,
 )
-from rlrun.types import AdvantageInput
+from rlrun.types import StepBatch
 
 # F1/F2 group: |o| with EOS; index 3 is truncated (8192 tokens, no EOS), the others end with EOS.
 LENGTH = torch.tensor([350, 1200, 640, 8192, 980, 2100, 720, 450])
@@ -21,11 +22,11 @@ CORRECT = torch.tensor([0.0, 1, 1, 0, 1, 1, 0, 1])
 
 
 def group_input(reward, length=LENGTH, truncated=TRUNCATED, group=None, step=0, correct=None):
-    """AdvantageInput whose |o_i| (EOS included) is ``length``: length_tokens = |o| − 1 when EOS."""
+    """StepBatch whose |o_i| (EOS included) is ``length``: length_tokens = |o| − 1 when EOS."""
     reward = torch.as_tensor(reward, dtype=torch.float64)
     length, truncated = torch.as_tensor(length), torch.as_tensor(truncated, dtype=torch.bool)
     group = torch.zeros(len(reward), dtype=torch.long) if group is None else torch.as_tensor(group)
-    return AdvantageInput(
+    return StepBatch(
         reward_N=reward, group_N=group, correct_N=reward if correct is None else correct,
         length_tokens_N=length - (~truncated).long(), truncated_N=truncated, step=step,
     )
@@ -129,7 +130,7 @@ def test_groups_in_any_order_and_labels():
                      truncated=[False] * 8)
     f1 = group_input(CORRECT)
     order = torch.arange(16).reshape(2, 8).t().reshape(-1)  # rows 0, 8, 1, 9, ...
-    inp = AdvantageInput(
+    inp = StepBatch(
         reward_N=torch.cat([f1.reward_N, f5.reward_N])[order],
         group_N=torch.tensor([9] * 8 + [2] * 8)[order], correct_N=torch.cat([f1.correct_N, f5.correct_N])[order],
         length_tokens_N=torch.cat([f1.length_tokens_N, f5.length_tokens_N])[order],
@@ -244,14 +245,15 @@ def test_gather_gives_every_rank_the_whole_history():
     # two ranks with two prompts each; the gather hands both the four means in rank order
     means = {0: torch.tensor([1 / 16, 8 / 16]), 1: torch.tensor([13 / 16, 1.0])}
 
-    def gather_for(rank):
-        return lambda local: (torch.cat([means[0], means[1]]), 2 * rank)
+    def gather_for(rank):  # this rank's block starts at rank * 2
+        return Collectives(gather_cat=lambda local: torch.cat([means[0], means[1]]), rank=lambda: rank)
 
     single = AdaptiveDifficulty(group_size=16, warmup_steps=0)
     whole = kept_per_prompt(single(f4_input([1, 8, 13, 16], 0)), 4)
     parts = []
     for rank, corrects in ((0, [1, 8]), (1, [13, 16])):
-        f = AdaptiveDifficulty(group_size=16, warmup_steps=0, gather=gather_for(rank))
+        f = AdaptiveDifficulty(group_size=16, warmup_steps=0)
+        f.collectives = gather_for(rank)
         parts += kept_per_prompt(f(f4_input(corrects, 0)), 2)
         assert f.history == single.history
     assert parts == whole

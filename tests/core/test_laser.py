@@ -15,21 +15,22 @@ from rlrun.core.laser_d import (
     repetition_start,
     training_buckets,
 )
-from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+from rlrun.types import Problem, StepBatch, Verdicts
+from conftest import with_verdicts
 
 
 def make_step(correct, format_ok, ids, group_size, step=0):
-    """A StepInput whose completion i has token ids ``ids[i]`` (len = sampled tokens, EOS included)."""
+    """A StepBatch whose completion i has token ids ``ids[i]`` (len = sampled tokens, EOS included)."""
     n = len(ids)
     problems = [Problem(uid=f"p{b}", prompt="q", answer="a") for b in range(n // group_size)]
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=problems, group_size=group_size, prompt_ids=[[1]] * len(problems), completion_ids=ids,
         texts=[""] * n, length_tokens_N=torch.tensor([len(x) for x in ids]),
         truncated_N=torch.zeros(n, dtype=torch.bool), budget_tokens_N=torch.full((n,), 16384),
     )
     verdicts = Verdicts(torch.tensor(correct, dtype=torch.float32), torch.tensor(format_ok, dtype=torch.float32),
                         [None] * n)
-    return StepInput(rollouts, verdicts, step)
+    return with_verdicts(rollouts, verdicts, step)
 
 
 def ids_of(lengths):

@@ -16,7 +16,8 @@ from rlrun.core.lcpo import (
     target_of,
 )
 from rlrun.core.rewards import Composite, CorrectReward, FormatReward
-from rlrun.types import AdvantageInput, Problem, Rollouts, StepInput, Verdicts
+from rlrun.types import StepBatch, Problem, Verdicts
+from conftest import with_verdicts
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 V1_EXACT_ALPHA = 1 / 3000  # the first release's Eq. 1 slope, d = 1 - |N - n|/3000
@@ -30,24 +31,24 @@ def problems_with(*num_tokens: int) -> list[Problem]:
 
 
 def step_of(problems: list[Problem], correct: list[float], length: list[int], group_size: int = 4,
-            truncated: list[bool] | None = None) -> StepInput:
+            truncated: list[bool] | None = None) -> StepBatch:
     n = len(correct)
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=problems, group_size=group_size, prompt_ids=[[1]] * len(problems),
         completion_ids=[[5]] * n, texts=[""] * n, length_tokens_N=torch.tensor(length),
         truncated_N=torch.tensor(truncated if truncated is not None else [False] * n),
         budget_tokens_N=torch.full((n,), 4096),
     )
     verdicts = Verdicts(correct_N=torch.tensor(correct), format_ok_N=torch.ones(n), predicted=[None] * n)
-    return StepInput(rollouts=rollouts, verdicts=verdicts, step=0)
+    return with_verdicts(rollouts=rollouts, verdicts=verdicts, step=0)
 
 
-def grpo(reward_N: torch.Tensor, step: StepInput) -> torch.Tensor:
+def grpo(reward_N: torch.Tensor, step: StepBatch) -> torch.Tensor:
     """GRPO advantage as L1 runs it: sample std, eps 1e-6 outside (ALGORITHMS.md 3.0)."""
-    g = step.rollouts.group_N
-    return GroupNormalized(eps=1e-6)(AdvantageInput(
-        reward_N=reward_N, group_N=g, correct_N=step.verdicts.correct_N,
-        length_tokens_N=step.rollouts.length_tokens_N, truncated_N=step.rollouts.truncated_N))
+    g = step.group_N
+    return GroupNormalized(eps=1e-6)(StepBatch(
+        reward_N=reward_N, group_N=g, correct_N=step.correct_N,
+        length_tokens_N=step.length_tokens_N, truncated_N=step.truncated_N))
 
 
 def close(actual: torch.Tensor, expected: list[float]) -> None:
@@ -183,8 +184,8 @@ def test_l1_exact_rejects_max_prompts():
 
 def test_reward_terms_follow_rows_selected_out_of_order():
     step = step_of(problems_with(1000, -1000), [1.0] * 8, [950, 0, 0, 0, 0, 0, 0, 1100])
-    picked = step.rollouts.select(torch.tensor([7, 0]))
-    sub = StepInput(picked, Verdicts(torch.ones(2), torch.ones(2), [None, None]), 0)
+    picked = step.select(torch.tensor([7, 0]))
+    sub = with_verdicts(picked, Verdicts(torch.ones(2), torch.ones(2), [None, None]), 0)
     close(L1Max()(sub), [0.4, 0.985])  # Max 1000, n=1100: .001·(-100)+.5; Exact 1000, n=950
 
 

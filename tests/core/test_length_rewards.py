@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rlrun.core.collectives import Collectives
 from rlrun.core.advantages import GroupNormalized
 from rlrun.core.length_rewards import (
     CosineReward,
@@ -15,29 +16,30 @@ from rlrun.core.length_rewards import (
     repetition_penalty_T,
 )
 from rlrun.core.rewards import Composite, CorrectReward
-from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+from rlrun.types import Problem, StepBatch, Verdicts
+from conftest import with_verdicts
 
 
 def make_step(correct, length, truncated=None, sizes=None, cap=10_000, step=0):
-    """A StepInput whose completion i has ``length[i]`` response tokens (plus EOS unless truncated);
+    """A StepBatch whose completion i has ``length[i]`` response tokens (plus EOS unless truncated);
     groups of the sizes ``sizes`` (default: one group), in order."""
     n = len(correct)
     truncated = truncated or [0] * n
     sizes = sizes or [n]
     group_N = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=[Problem(uid=f"p{g}", prompt="q", answer="a") for g in range(len(sizes))],
         group_size=max(sizes), prompt_ids=[[1]] * len(sizes),
         completion_ids=[[7] * (k + (0 if t else 1)) for k, t in zip(length, truncated)], texts=[""] * n,
         length_tokens_N=torch.tensor(length), truncated_N=torch.tensor(truncated, dtype=torch.bool),
-        budget_tokens_N=torch.full((n,), cap), group_index=group_N,
+        budget_tokens_N=torch.full((n,), cap), group_N=group_N,
     )
     verdicts = Verdicts(torch.tensor(correct, dtype=torch.float32), torch.ones(n), [None] * n)
-    return StepInput(rollouts, verdicts, step)
+    return with_verdicts(rollouts, verdicts, step)
 
 
 def grpo(reward_N, step):
-    return GroupNormalized(1e-6).of(reward_N, step.rollouts.group_N)
+    return GroupNormalized(1e-6).of(reward_N, step.group_N)
 
 
 # ---------------------------------------------------------------- Kimi (1.6.7)
@@ -161,7 +163,7 @@ def test_repetition_ex4_dense_and_sum():
     got = repetition_penalty_T([1, 2, 3, 1, 2, 3, 1, 2, 4], ngram_tokens=3, penalty=-0.05)
     assert got.tolist() == pytest.approx([0, 0, 0, -0.05, -0.05, -0.05, -0.05, -0.05, 0], abs=1e-6)
     step = make_step([1, 1], [9, 2])
-    step.rollouts.completion_ids = [[1, 2, 3, 1, 2, 3, 1, 2, 4, 2], [5, 5, 2]]  # EOS (2) last, not counted
+    step.completion_ids = [[1, 2, 3, 1, 2, 3, 1, 2, 4, 2], [5, 5, 2]]  # EOS (2) last, not counted
     # sums: 5 · −0.05 = −0.25; a 2-token response has no 3-gram: 0
     assert RepetitionPenalty(3, -0.05)(step).tolist() == pytest.approx([-0.25, 0.0], abs=1e-6)
 
@@ -270,8 +272,7 @@ def test_grpo_lambda_across_ranks():
     # 7 groups, ⌈0.4·7⌉ = 3: rank 0's two, then this rank's A (acc 1 tie: rank order) → only A penalised
     other = {torch.long: torch.tensor([2]), torch.float64: torch.tensor([1.0, 0.75], dtype=torch.float64)}
     term = GrpoLambdaReward(0.4, 0.2)
-    term.gather_cat = lambda t: torch.cat([other[t.dtype], t])
-    term.rank = lambda: 1
+    term.collectives = Collectives(gather_cat=lambda t: torch.cat([other[t.dtype], t]), rank=lambda: 1)
     reward = term(make_step(**LAMBDA))
     assert reward[:4].tolist() == pytest.approx([0.958552, 0.921995, 0.878005, 0.841448], abs=1e-6)
     assert reward[4:].tolist() == LAMBDA["correct"][4:]
@@ -282,8 +283,3 @@ def test_grpo_lambda_rejects_bad_lambda():
         GrpoLambdaReward(1.5)
 
 
-def test_grpo_lambda_gather_needs_rank():
-    term = GrpoLambdaReward(0.4, 0.2)
-    term.gather_cat = lambda t: t.clone()
-    with pytest.raises(ValueError, match="rank"):
-        term(make_step(**LAMBDA))

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from rlrun.core.advantages import GroupNormalized
 from rlrun.core.losses import AGGREGATIONS, ClippedSurrogate, aggregate, clipped_surrogate, k3, loss_norm
-from rlrun.types import LossNorm, TrainBatch
+from rlrun.types import LossNorm, StepBatch
 
 F64 = torch.float64
 
@@ -21,7 +21,7 @@ def _ex2():
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=F64)
     # rewards [1, 0]: mean 0.5, sample std 0.707107 → A = ±0.5/0.707108 = ±0.707106
     adv = GroupNormalized().of(torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0, 0]))
-    return logp, TrainBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref)
+    return logp, StepBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref)
 
 
 def test_ex2_per_token_surrogate_and_k3():
@@ -77,7 +77,7 @@ def test_ex3_dual_clip_and_k3_clamp():
     logp = torch.tensor([[math.log(4.0)]], dtype=F64)
     old = torch.zeros(1, 1, dtype=F64)
     adv = torch.tensor([-1.0], dtype=F64)
-    batch = TrainBatch(mask_NT=torch.ones(1, 1), old_logp_NT=old, advantages_N=adv)
+    batch = StepBatch(mask_NT=torch.ones(1, 1), old_logp_NT=old, advantages_N=adv)
     # A = −1, ρ = 4: max(4, 1.2) = 4; dual clip c = 3: min(4, 3) = 3
     loss, stats = ClippedSurrogate(aggregation="token_mean")(logp, batch)
     assert loss.item() == pytest.approx(4.0, abs=1e-6) and stats["ppo/clip_frac"].item() == 0.0
@@ -91,7 +91,7 @@ def test_ex3_dual_clip_and_k3_clamp():
 
 def test_log_ratio_clamp():
     # logp − old = 50 is clamped to 20 before exp: A = −1 → loss = e^20 = 485165195.409790
-    batch = TrainBatch(mask_NT=torch.ones(1, 1), old_logp_NT=torch.zeros(1, 1, dtype=F64),
+    batch = StepBatch(mask_NT=torch.ones(1, 1), old_logp_NT=torch.zeros(1, 1, dtype=F64),
                        advantages_N=torch.tensor([-1.0], dtype=F64))
     loss, _ = ClippedSurrogate(aggregation="token_mean")(torch.full((1, 1), 50.0, dtype=F64), batch)
     assert loss.item() == pytest.approx(math.exp(20.0), rel=1e-12)
@@ -157,7 +157,7 @@ def test_effective_token_weights_ex3(mode, want):
     lengths = torch.tensor([2, 4, 6])
     mask = (torch.arange(6) < lengths[:, None]).to(F64)
     logp = torch.zeros(3, 6, dtype=F64, requires_grad=True)
-    batch = TrainBatch(mask_NT=mask, old_logp_NT=torch.zeros(3, 6, dtype=F64),
+    batch = StepBatch(mask_NT=mask, old_logp_NT=torch.zeros(3, 6, dtype=F64),
                        advantages_N=torch.tensor([1.0, -1.0, 0.5], dtype=F64))
     loss, _ = ClippedSurrogate(aggregation=mode, norm_constant=8.0)(logp, batch)
     loss.backward()
@@ -176,7 +176,7 @@ def _random_batch(seed: int):
     logp0 = old + (torch.rand(n, t, generator=gen, dtype=F64) - 0.5)  # ratios in e^±0.5: some clipped
     ref = old + (torch.rand(n, t, generator=gen, dtype=F64) - 0.5)
     adv = torch.randn(n, generator=gen, dtype=F64)
-    batch = TrainBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref, norm=loss_norm(mask))
+    batch = StepBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref, norm=loss_norm(mask))
     return logp0, batch
 
 
@@ -193,7 +193,7 @@ def test_micro_batches_add_up_to_full_batch(mode):
     sums = {k: torch.zeros((), dtype=F64) for k in full_stats}
     for rows in ([0, 1, 2], [3], [4, 5, 6]):
         index = torch.tensor(rows)
-        loss, stats = loss_fn(micro_logp[index], batch.rows(index))
+        loss, stats = loss_fn(micro_logp[index], batch.select(index))
         loss.backward()  # gradients accumulate on micro_logp as with gradient accumulation
         total = total + loss.detach()
         sums = {k: sums[k] + stats[k] for k in sums}
@@ -206,7 +206,7 @@ def test_micro_batches_add_up_to_full_batch(mode):
 
 def test_norm_none_uses_the_batch_itself():
     logp, batch = _random_batch(1)
-    local = TrainBatch(mask_NT=batch.mask_NT, old_logp_NT=batch.old_logp_NT,
+    local = StepBatch(mask_NT=batch.mask_NT, old_logp_NT=batch.old_logp_NT,
                        advantages_N=batch.advantages_N, ref_logp_NT=batch.ref_logp_NT)
     for mode in AGGREGATIONS:
         loss_fn = ClippedSurrogate(kl_coef=0.1, aggregation=mode, norm_constant=5.0)
@@ -215,7 +215,7 @@ def test_norm_none_uses_the_batch_itself():
 
 def test_whole_batch_masked_is_zero():
     logp = torch.randn(2, 3, dtype=F64, requires_grad=True)
-    batch = TrainBatch(mask_NT=torch.zeros(2, 3), old_logp_NT=torch.zeros(2, 3, dtype=F64),
+    batch = StepBatch(mask_NT=torch.zeros(2, 3), old_logp_NT=torch.zeros(2, 3, dtype=F64),
                        advantages_N=torch.ones(2, dtype=F64), ref_logp_NT=torch.zeros(2, 3, dtype=F64))
     for mode in AGGREGATIONS:
         loss, stats = ClippedSurrogate(kl_coef=0.1, aggregation=mode, norm_constant=4.0)(logp, batch)

@@ -6,21 +6,22 @@ import pytest
 import torch
 
 from rlrun.core.rewards import Composite, CorrectReward, FormatReward
-from rlrun.types import Problem, Rollouts, StepInput, Verdicts
+from rlrun.types import Problem, StepBatch, Verdicts
+from conftest import with_verdicts
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "reward"
 
 
-def _step() -> StepInput:
+def _step() -> StepBatch:
     problems = [Problem(uid="p0", prompt="1+1=", answer="2"), Problem(uid="p1", prompt="2+2=", answer="4")]
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=problems, group_size=2, prompt_ids=[[1]] * 2, completion_ids=[[5, 2]] * 4,
         texts=["a", "b", "c", "d"], length_tokens_N=torch.tensor([1, 1, 1, 1]),
         truncated_N=torch.zeros(4, dtype=torch.bool), budget_tokens_N=torch.full((4,), 8),
     )
     verdicts = Verdicts(correct_N=torch.tensor([1.0, 0.0, 1.0, 0.0]),
                         format_ok_N=torch.tensor([1.0, 1.0, 0.0, 0.0]), predicted=["2", "3", None, None])
-    return StepInput(rollouts=rollouts, verdicts=verdicts, step=0)
+    return with_verdicts(rollouts=rollouts, verdicts=verdicts, step=0)
 
 
 def test_single_terms():
@@ -68,8 +69,8 @@ class CountingTerm:
         self.seen = 0
 
     def __call__(self, step):
-        self.seen += len(step.verdicts.correct_N)
-        return step.verdicts.correct_N.float()
+        self.seen += len(step.correct_N)
+        return step.correct_N.float()
 
     def state_dict(self):
         return {"seen": self.seen}

@@ -51,8 +51,8 @@ def test_triangular_term_reads_the_stated_budget_per_group():
     # two groups of 2: budgets 87 and 100; lengths without EOS 80, 120 | 100, 250
     step = step_input([1, 1, 0, 1], [81, 121, 101, 250], [False, False, False, True], 512, 2)
     problems = [dataclasses.replace(p, meta={"budget_tokens": b})
-                for p, b in zip(step.rollouts.problems, (87, 100))]
-    step = dataclasses.replace(step, rollouts=dataclasses.replace(step.rollouts, problems=problems))
+                for p, b in zip(step.problems, (87, 100))]
+    step = step.with_columns(problems=problems)
     r = TriangularLengthReward()(step)
     torch.testing.assert_close(r, torch.tensor([0.919540, 0.620690, 1.0, 0.0]), atol=1e-6, rtol=0)
     assert TriangularLengthReward(r_max=2.0, band=True)(step)[0].item() == 2.0

@@ -69,10 +69,10 @@ def test_lcpo_deviation_is_the_mean_distance_to_each_prompts_target():
 def _rollouts(problems, lengths):
     import torch
 
-    from rlrun.types import Rollouts
+    from rlrun.types import StepBatch
 
     n = len(lengths)
-    return Rollouts(problems=problems, group_size=n // len(problems), prompt_ids=[[1]] * len(problems),
+    return StepBatch(problems=problems, group_size=n // len(problems), prompt_ids=[[1]] * len(problems),
                     completion_ids=[[5] * k for k in lengths], texts=["x"] * n,
                     length_tokens_N=torch.tensor(lengths), truncated_N=torch.zeros(n, dtype=torch.bool),
                     budget_tokens_N=torch.full((n,), 64))

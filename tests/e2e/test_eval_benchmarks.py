@@ -14,7 +14,8 @@ from rlrun.wiring.config_check import ConfigError
 from rlrun.analysis.evaluate import main as eval_main
 from rlrun.analysis.evaluate import read_baseline
 from rlrun.analysis.pareto import summary_points
-from rlrun.wiring.build import build_run, validate
+from rlrun.wiring.build import build_run
+from rlrun.wiring.settings import validate
 
 KEYS = {"acc", "mean_tokens", "truncated_frac", "budget_mean_tokens",
         "budget_16/acc", "budget_16/mean_tokens", "budget_16/truncated_frac"}

@@ -9,7 +9,7 @@ import torch
 from rlrun.runtime import dist, loop
 from rlrun.wiring.cli import compose
 from rlrun.wiring.build import build_run
-from rlrun.types import AdvantageInput
+from rlrun.types import StepBatch
 
 
 class KeepNothing:
@@ -18,7 +18,7 @@ class KeepNothing:
     def __init__(self, max_rounds: int, when_short: str) -> None:
         self.max_rounds, self.when_short, self.calls = max_rounds, when_short, 0
 
-    def __call__(self, inp: AdvantageInput) -> torch.Tensor:
+    def __call__(self, inp: StepBatch) -> torch.Tensor:
         self.calls += 1
         return torch.zeros(len(inp.reward_N), dtype=torch.bool)
 

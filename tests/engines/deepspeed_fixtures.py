@@ -9,7 +9,7 @@ import string
 import torch
 
 from rlrun.engines.model import ModelSpec
-from rlrun.types import Problem, Rollouts, TrainBatch
+from rlrun.types import Problem, StepBatch
 
 CHARS = string.ascii_letters + string.digits + " +-*/=()[]{}\\.,:;\n"
 
@@ -48,7 +48,7 @@ def build_tiny(root: str, tie_word_embeddings: bool = False) -> ModelSpec:
 
 def make_rollouts(
     prompt_lengths: list[int], completion_lengths: list[int], group_size: int, seed: int
-) -> Rollouts:
+) -> StepBatch:
     """Random token ids (4..vocab-1): prompt b has ``prompt_lengths[b]`` tokens, completion i has
     ``completion_lengths[i]`` (a 0 makes an empty row)."""
     gen = torch.Generator().manual_seed(seed)
@@ -57,7 +57,7 @@ def make_rollouts(
         return torch.randint(4, 4 + len(CHARS), (n,), generator=gen).tolist()
 
     n = len(completion_lengths)
-    return Rollouts(
+    return StepBatch(
         problems=[Problem(uid=str(b), prompt="", answer="") for b in range(len(prompt_lengths))],
         group_size=group_size,
         prompt_ids=[ids(k) for k in prompt_lengths],
@@ -69,11 +69,11 @@ def make_rollouts(
     )
 
 
-def subset(rollouts: Rollouts, prompts: list[int]) -> Rollouts:
+def subset(rollouts: StepBatch, prompts: list[int]) -> StepBatch:
     """The rollouts of the given prompts (what one rank sees)."""
     g = rollouts.group_size
     rows = [b * g + j for b in prompts for j in range(g)]
-    return Rollouts(
+    return StepBatch(
         problems=[rollouts.problems[b] for b in prompts],
         group_size=g,
         prompt_ids=[rollouts.prompt_ids[b] for b in prompts],
@@ -85,9 +85,9 @@ def subset(rollouts: Rollouts, prompts: list[int]) -> Rollouts:
     )
 
 
-def plain_logprobs(model: torch.nn.Module, rollouts: Rollouts) -> torch.Tensor:
+def plain_logprobs(model: torch.nn.Module, rollouts: StepBatch) -> torch.Tensor:
     """log π(o_t | q, o_<t) with one unpadded forward per row (grad follows torch's mode)."""
-    mask = rollouts.mask_NT()
+    mask = rollouts.mask_NT
     rows = []
     for i, completion in enumerate(rollouts.completion_ids):
         prompt = rollouts.prompt_ids[i // rollouts.group_size]
@@ -102,13 +102,13 @@ def plain_logprobs(model: torch.nn.Module, rollouts: Rollouts) -> torch.Tensor:
 
 
 def make_batch(
-    rollouts: Rollouts, old_logp_NT: torch.Tensor, ref_logp_NT: torch.Tensor | None, seed: int
-) -> TrainBatch:
+    rollouts: StepBatch, old_logp_NT: torch.Tensor, ref_logp_NT: torch.Tensor | None, seed: int
+) -> StepBatch:
     """Old log-probs shifted by ±0.3 noise (so that some ratios clip) and random advantages."""
     gen = torch.Generator().manual_seed(seed)
-    mask = rollouts.mask_NT()
+    mask = rollouts.mask_NT
     noise = (torch.rand(mask.shape, generator=gen) - 0.5) * 0.6 * mask
-    return TrainBatch(
+    return StepBatch(
         mask_NT=mask,
         old_logp_NT=old_logp_NT + noise,
         advantages_N=torch.randn(len(rollouts), generator=gen),
@@ -118,7 +118,7 @@ def make_batch(
 
 
 def plain_step(
-    spec: ModelSpec, rollouts: Rollouts, batch: TrainBatch, loss, optim, lr: float
+    spec: ModelSpec, rollouts: StepBatch, batch: StepBatch, loss, optim, lr: float
 ) -> tuple[dict, dict]:
     """One full-batch AdamW step at learning rate ``lr`` in plain torch: the reference for the
     trainer's update. Returns the new state dict and the loss statistics plus the gradient norm
@@ -131,7 +131,7 @@ def plain_step(
     adamw = torch.optim.AdamW(
         param_groups(model, optim.weight_decay), lr=lr, betas=optim.betas, eps=optim.eps
     )
-    full = TrainBatch(**{**batch.__dict__, "norm": loss_norm(batch.mask_NT)})
+    full = StepBatch(**{**batch.__dict__, "norm": loss_norm(batch.mask_NT)})
     value, stats = loss(plain_logprobs(model, rollouts), full)
     value.backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip))

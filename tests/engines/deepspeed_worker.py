@@ -22,7 +22,7 @@ from rlrun.runtime import dist  # noqa: E402
 from rlrun.core.losses import ClippedSurrogate  # noqa: E402
 from rlrun.engines.model import ModelSpec  # noqa: E402
 from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings  # noqa: E402
-from rlrun.types import TrainBatch  # noqa: E402
+from rlrun.types import StepBatch# noqa: E402
 
 PROMPTS = {0: [0, 1, 2], 1: [3]}
 OPTIM = OptimSettings(lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0, warmup_steps=1, schedule="cosine")
@@ -34,16 +34,16 @@ def union_rollouts():
 
 
 def local_batch(trainer: DeepSpeedTrainer, seed: int) -> tuple:
-    """This rank's rollouts and TrainBatch: its rows of the union batch of ``make_batch(seed)``,
+    """This rank's rollouts and StepBatch: its rows of the union batch of ``make_batch(seed)``,
     with old/ref log-probs from the trainer itself."""
     union = union_rollouts()
-    noise = make_batch(union, torch.zeros(union.mask_NT().shape), None, seed)
+    noise = make_batch(union, torch.zeros(union.mask_NT.shape), None, seed)
     mine = PROMPTS[dist.rank()]
     rows = [b * union.group_size + j for b in mine for j in range(union.group_size)]
     local = subset(union, mine)
-    width = local.mask_NT().shape[1]
-    batch = TrainBatch(
-        mask_NT=local.mask_NT(),
+    width = local.mask_NT.shape[1]
+    batch = StepBatch(
+        mask_NT=local.mask_NT,
         old_logp_NT=trainer.logprobs(local) + noise.old_logp_NT[rows, :width],
         advantages_N=noise.advantages_N[rows],
         ref_logp_NT=trainer.logprobs(local, reference=True),

@@ -83,7 +83,7 @@ def test_logprobs_match_plain_forward(spec, stage):
         want = plain_logprobs(load_model(spec).eval(), ro)
     t = trainer(spec, stage)
     got = t.logprobs(ro)
-    assert got.shape == ro.mask_NT().shape == (6, 7)
+    assert got.shape == ro.mask_NT.shape == (6, 7)
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
     assert got[3].abs().sum() == 0  # the empty row stays 0
     torch.testing.assert_close(t.logprobs(ro, reference=True), want, rtol=0, atol=2e-6)

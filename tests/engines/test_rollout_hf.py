@@ -38,7 +38,7 @@ def test_budgets_truncation_and_lengths(random_policy):
         if not ended:
             assert len(ids) == budget
         assert int(out.length_tokens_N[row]) == len(ids) - int(ended)
-    mask = out.mask_NT()
+    mask = out.mask_NT
     assert mask.sum(1).tolist() == [float(len(ids)) for ids in out.completion_ids]
 
 

@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from rlrun.tasks.math_verifier import MathVerifier, fast_verdict
-from rlrun.types import Problem, Rollouts
+from rlrun.types import Problem, StepBatch
 
 # 9^(9^9) has ~3.7e8 digits: math-verify's comparison of it with 1 ran for over 240 s without
 # finishing when called directly (math_verify.verify, timeouts off), so it always outlives 1 s.
 HANGS = "\\boxed{9^{9^{9}}}"
 
 
-def rollouts(pairs: list[tuple[str, str]]) -> Rollouts:
+def rollouts(pairs: list[tuple[str, str]]) -> StepBatch:
     """One group of size 1 per (gold answer, completion text)."""
     n = len(pairs)
-    return Rollouts(
+    return StepBatch(
         problems=[Problem(f"p{i}", "?", gold) for i, (gold, _) in enumerate(pairs)], group_size=1,
         prompt_ids=[[1]] * n, completion_ids=[[5]] * n, texts=[text for _, text in pairs],
         length_tokens_N=torch.ones(n, dtype=torch.long), truncated_N=torch.zeros(n, dtype=torch.bool),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlrun.tasks.verify import BoxedAnswerVerifier, extract_boxed, is_well_formed, parse_integer
-from rlrun.types import Problem, Rollouts
+from rlrun.types import Problem, StepBatch
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_verifier_on_rollouts():
         "\\boxed{ 300 }",  # right, no think block
         "<think>\nso 300\n",  # truncated: no answer
     ]
-    rollouts = Rollouts(
+    rollouts = StepBatch(
         problems=problems, group_size=2, prompt_ids=[[1], [1]], completion_ids=[[5]] * 4,
         texts=texts, length_tokens_N=torch.tensor([1, 1, 1, 1]),
         truncated_N=torch.tensor([False, False, False, True]),

@@ -11,7 +11,7 @@ import torch
 
 from rlrun.engines.rollout import lean
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.types import Problem, Rollouts
+from rlrun.types import Problem, Sampling, StepBatch
 
 DECODES = ("auto", "lean", "hf")  # auto: lean where the model is supported, else the plain HF forward
 
@@ -32,7 +32,7 @@ def nucleus_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 class HFRollout:
     """Samples ``group_size`` completions per prompt with per-prompt max-new-token budgets.
 
-    ``temperature=0`` decodes greedily. The log-probs returned in ``Rollouts.logp_NT`` are those of
+    ``temperature=0`` decodes greedily. The log-probs returned in ``StepBatch.logp_NT`` are those of
     the untempered policy (what the trainer computes), so they equal the trainer's old-policy
     log-probs only when sampling at temperature 1 with top_p 1.
     """
@@ -67,7 +67,10 @@ class HFRollout:
         return [self.tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]
 
     @torch.no_grad()
-    def generate(self, problems: list[Problem], group_size: int, budgets: list[int]) -> Rollouts:
+    def generate(self, problems: list[Problem], group_size: int, budgets: list[int],
+                 sampling: Sampling | None = None) -> StepBatch:
+        """``group_size`` completions per prompt, prompt ``b`` capped at ``budgets[b]`` new tokens,
+        sampled at ``sampling``'s temperature and top-p (None: the engine's own)."""
         if len(budgets) != len(problems):
             raise ValueError(f"{len(budgets)} budgets for {len(problems)} prompts")
         prompt_ids = self.encode_prompts(problems)
@@ -75,7 +78,10 @@ class HFRollout:
         budget_N = torch.tensor([b for b in budgets for _ in range(group_size)], dtype=torch.long)
         if self.max_new_tokens is not None:  # the engine's own limit caps every budget
             budget_N = budget_N.clamp(max=self.max_new_tokens)
-        tokens_NT, logp_NT, steps_N = self._sample(rows, budget_N)
+        sampling = sampling or Sampling()
+        temperature = self.temperature if sampling.temperature is None else sampling.temperature
+        top_p = self.top_p if sampling.top_p is None else sampling.top_p
+        tokens_NT, logp_NT, steps_N = self._sample(rows, budget_N, temperature, top_p)
         eos = self.tokenizer.eos_token_id
         completion_ids, texts, lengths, truncated = [], [], [], []
         for row in range(len(rows)):
@@ -86,7 +92,7 @@ class HFRollout:
             texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
             lengths.append(len(body))
             truncated.append(not ended)
-        return Rollouts(
+        return StepBatch(
             problems=list(problems),
             group_size=group_size,
             prompt_ids=prompt_ids,
@@ -98,13 +104,14 @@ class HFRollout:
             logp_NT=logp_NT[:, : int(steps_N.max())] if len(rows) else logp_NT,
         )
 
-    def _pick(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _pick(logits: torch.Tensor, temperature: float, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Next token per row and its log-prob under the untempered policy."""
         logits = logits.float()
-        if self.temperature == 0:
+        if temperature == 0:
             token = logits.argmax(-1)
         else:
-            probs = nucleus_filter(logits / self.temperature, self.top_p).softmax(-1)
+            probs = nucleus_filter(logits / temperature, top_p).softmax(-1)
             token = torch.multinomial(probs, 1).squeeze(1)
         logp = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(1)
         return token, logp
@@ -130,7 +137,7 @@ class HFRollout:
         )
         return out.logits[:, -1], cache, attention.to(self.device)
 
-    def _sample(self, rows: list[list[int]], budget_N: torch.Tensor):
+    def _sample(self, rows: list[list[int]], budget_N: torch.Tensor, temperature: float, top_p: float):
         """Decode until every row has emitted EOS or used its budget. Returns the sampled tokens
         (N, max budget), their log-probs, and the number of tokens each row produced."""
         n_rows = len(rows)
@@ -149,7 +156,7 @@ class HFRollout:
         budget_active = budget_N.clone()
         eos = self.tokenizer.eos_token_id
         for step in range(max_budget):
-            token, logp = self._pick(logits)
+            token, logp = self._pick(logits, temperature, top_p)
             token, logp = token.cpu(), logp.cpu()
             tokens_NT[active, step] = token
             logp_NT[active, step] = logp

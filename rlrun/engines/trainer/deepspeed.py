@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.types import LossNorm, Rollouts, TrainBatch
+from rlrun.types import ROW_FIELDS, LossNorm, StepBatch
 
 SCHEDULES = ("constant", "cosine")
 # Causal LMs whose forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (transformers
@@ -142,26 +142,19 @@ def micro_batches(lengths: list[int], size: int, count: int) -> list[torch.Tenso
     return chunks + [torch.zeros(0, dtype=torch.long)] * (count - len(chunks))
 
 
-def _columns(batch: TrainBatch, index: torch.Tensor, width: int, device: torch.device) -> TrainBatch:
-    """``batch.rows(index)`` with the token axis cut to ``width`` and moved to ``device``."""
-    sub = batch.rows(index)
+def _columns(batch: StepBatch, index: torch.Tensor, width: int, device: torch.device) -> StepBatch:
+    """``batch.select(index)`` with the token axis of every per-token column cut (or padded) to
+    ``width`` and the per-completion tensors moved to ``device``."""
+    sub = batch.select(index)
 
-    def fit(t: torch.Tensor | None) -> torch.Tensor | None:
-        if t is None:
-            return None
-        if t.dim() == 2:
+    def fit(name: str, t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        if name.endswith("_NT"):
             t = torch.nn.functional.pad(t[:, :width], (0, max(0, width - t.shape[1])))
         return t.to(device)
 
-    return TrainBatch(
-        mask_NT=fit(sub.mask_NT),
-        old_logp_NT=fit(sub.old_logp_NT),
-        advantages_N=fit(sub.advantages_N),
-        norm=sub.norm,
-        ref_logp_NT=fit(sub.ref_logp_NT),
-        group_N=fit(sub.group_N),
-        correct_N=fit(sub.correct_N),
-    )
+    return sub.with_columns(**{name: fit(name, getattr(sub, name)) for name in ROW_FIELDS})
 
 
 def _token_logp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -326,38 +319,38 @@ class DeepSpeedTrainer:
                 parts.append(_head_logp(*args))
         return torch.cat(parts, dim=1) * mask
 
-    def _plan(self, rollouts: Rollouts, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def _plan(self, batch: StepBatch, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Micro-batches of this rank's rows (or of ``rows`` only), as many on every rank and at
         least one (an empty one still makes every gradient a zero tensor, as the optimizer needs)."""
-        index = torch.arange(len(rollouts)) if rows is None else rows
-        prompt_of = [rollouts.prompt_ids[g] for g in rollouts.group_N[index].tolist()]
-        lengths = [len(p) + len(rollouts.completion_ids[int(i)]) for p, i in zip(prompt_of, index)]
+        index = torch.arange(len(batch)) if rows is None else rows
+        prompt_of = [batch.prompt_ids[g] for g in batch.group_N[index].tolist()]
+        lengths = [len(p) + len(batch.completion_ids[int(i)]) for p, i in zip(prompt_of, index)]
         count = max(1, -(-len(lengths) // self.micro_batch_size))
         count = int(dist.all_reduce_max(torch.tensor([count])).item())
         return [index[chunk] for chunk in micro_batches(lengths, self.micro_batch_size, count)]
 
-    def _rows(self, rollouts: Rollouts, index: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
+    def _rows(self, batch: StepBatch, index: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
         if len(index) == 0:  # an empty micro-batch: one pad token each, its loss multiplied by 0
             return [[self.pad_id]], [[self.pad_id]]
-        groups = rollouts.group_N
-        prompts = [rollouts.prompt_ids[int(groups[i])] for i in index]
-        return prompts, [rollouts.completion_ids[int(i)] for i in index]
+        groups = batch.group_N
+        prompts = [batch.prompt_ids[int(groups[i])] for i in index]
+        return prompts, [batch.completion_ids[int(i)] for i in index]
 
     @torch.no_grad()
-    def logprobs(self, rollouts: Rollouts, reference: bool = False) -> torch.Tensor:
-        """log π(o_{i,t} | q_i, o_{i,<t}) (N, T) on the CPU, 0 on right padding, T the width of
-        ``rollouts.mask_NT()``; the frozen initial model when ``reference``."""
+    def logprobs(self, batch: StepBatch, reference: bool = False) -> torch.Tensor:
+        """log π(o_{i,t} | q_i, o_{i,<t}) (N, T) on the CPU, 0 on right padding, T the longest
+        completion of ``batch``; the frozen initial model when ``reference``."""
         engine = self._reference_engine() if reference else self.engine
-        width = max((len(c) for c in rollouts.completion_ids), default=0)
-        out = torch.zeros(len(rollouts), width)
-        for index in self._plan(rollouts):
-            logp = self._logp(engine, *self._rows(rollouts, index)).cpu()
+        width = max((len(c) for c in batch.completion_ids), default=0)
+        out = torch.zeros(len(batch), width)
+        for index in self._plan(batch):
+            logp = self._logp(engine, *self._rows(batch, index)).cpu()
             if len(index):
                 out[index, : min(width, logp.shape[1])] = logp[:, :width]
         return out
 
     # -- update -------------------------------------------------------------------------------
-    def update(self, rollouts: Rollouts, batch: TrainBatch, loss: Any) -> dict[str, float]:
+    def update(self, batch: StepBatch, loss: Any) -> dict[str, float]:
         """One optimizer step on ``loss`` over ``batch`` (this rank's rows of the mini-batch);
         returns the loss statistics summed over micro-batches and ranks (each is already divided
         by the global denominators, so the sum is the mini-batch value), ``optim/lr`` and
@@ -375,13 +368,13 @@ class DeepSpeedTrainer:
         sums: dict[str, torch.Tensor] = {}
         lr = float(self.engine.get_lr()[0])
         rows = None
-        if self.skip_zero_advantage and getattr(loss, "zero_advantage_is_zero_loss", False):
+        if self.skip_zero_advantage and loss.zero_advantage_is_zero_loss:
             rows = (batch.advantages_N != 0).nonzero().squeeze(1)
-        plan = self._plan(rollouts, rows)
+        plan = self._plan(batch, rows)
         for step, index in enumerate(plan):
             # Gradients add up over the micro-batches; the last one is the reduction boundary.
             self.engine.set_gradient_accumulation_boundary(step == len(plan) - 1)
-            logp = self._logp(self.engine, *self._rows(rollouts, index))
+            logp = self._logp(self.engine, *self._rows(batch, index))
             if len(index) == 0:
                 self.engine.backward(logp.sum() * 0.0, scale_wrt_gas=False)
                 continue

@@ -1,0 +1,180 @@
+"""The run's settings: the composed config's top-level numbers and its ``eval`` group, read into
+``Settings`` and checked (types against the dataclasses, ranges, impossible combinations, every
+component node against its target's signature) before anything is built or loaded, so that a wrong
+value fails in one line (``ConfigError``). ``COMPONENTS``/``OPTIONAL`` list what ``build_run``
+(``rlrun.wiring.build``) instantiates.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from rlrun.wiring.config_check import ConfigError, check_component_node, check_fields, config_groups, suggest
+
+# What build_run instantiates: config path -> the arguments build_run passes itself.
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "data.source": (),
+    "data.verifier": (),
+    "reward": (),
+    "algo.advantage": (),
+    "algo.loss": (),
+    "curriculum": (),
+    "model": (),
+    "rollout": ("model",),
+    "trainer": ("model", "total_steps"),
+    "logger": ("out_dir", "config"),
+}
+# Components an option may add (built when its node is there, else None).
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "algo.filter": (),
+    "algo.prompts": (),
+    "algo.train_rows": (),
+}
+
+
+EVAL_BUDGETS = ("start", "current")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Held-out evaluation: ``problems`` problems after each step in ``at_steps`` (0 = before the
+    first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing. ``budget``:
+    the curriculum's prompts and cap of step 0 (``start``) or of the evaluated step (``current``).
+    ``samples`` per problem (accuracy = pass@1 averaged over them; pass@k logged when > 1);
+    ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``.
+    The data group's held-out split is logged as ``eval/heldout/...``; ``benchmarks`` names further
+    sets evaluated the same way at the same steps (``arith`` or a vendored data set, the first
+    ``problems`` of each, ``rlrun.tasks.eval_sets.benchmark``), logged as ``eval/<name>/...``.
+    ``every`` K > 0 adds every K-th step (K, 2K, ... <= steps) to ``at_steps`` at validation, so a
+    preset's curve thins out with the run's length (a 2-step debug run evaluates no extra step)."""
+
+    problems: int
+    at_steps: tuple[int, ...]
+    every: int = 0
+    budget: str = "start"
+    samples: int = 1
+    budgets: tuple[int, ...] = ()
+    benchmarks: tuple[str, ...] = ()
+    temperature: float | None = None  # None: the rollout engine's (rollout.temperature)
+    top_p: float | None = None  # None: the rollout engine's (rollout.top_p)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run's top-level numbers (config keys of the same names) and its output directory."""
+
+    seed: int
+    steps: int
+    prompts_per_step: int  # B, summed over ranks
+    group_size: int  # G
+    checkpoint_every: int
+    resume: str | None
+    out_dir: str
+    eval: EvalSettings
+
+
+def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
+    """The top-level keys and the eval group as ``Settings``, type- and range-checked."""
+    groups = config_groups()
+    top = check_fields("", cfg, Settings, skip=("out_dir", "eval"))
+    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra"}
+    for key in cfg:
+        if key not in allowed:
+            raise ConfigError(
+                f"{key} is not a config key{suggest(str(key), allowed)}; top-level keys: "
+                f"{', '.join(sorted(top))}; groups: {', '.join(groups)}"
+            )
+    if "eval" not in cfg or not isinstance(cfg.eval, DictConfig):
+        raise ConfigError(f"eval is missing; choose one of eval={','.join(groups.get('eval', []))}")
+    ev = check_fields("eval", cfg.eval, EvalSettings)
+    for key in cfg.eval:
+        if key not in ev:
+            raise ConfigError(f"eval.{key} is not an eval setting{suggest(str(key), ev)}; "
+                              f"valid keys of eval: {', '.join(ev)}")
+    every = ev["every"]
+    if every < 0:
+        raise ConfigError(f"eval.every={every} must be >= 0 (0: only the steps of eval.at_steps)")
+    periodic = range(every, top["steps"] + 1, every) if every else ()
+    at_steps = tuple(sorted(set(ev["at_steps"]) | set(periodic)))
+    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(
+        ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
+        tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"]))
+    check_ranges(settings)
+    return settings
+
+
+def check_ranges(s: Settings) -> None:
+    """Values that are well typed but impossible."""
+    for key, value in (("steps", s.steps), ("prompts_per_step", s.prompts_per_step),
+                       ("checkpoint_every", s.checkpoint_every)):
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be >= 1")
+    if s.group_size < 2:
+        raise ConfigError(f"group_size={s.group_size} must be >= 2: group-relative advantages "
+                          "compare the completions of a prompt with each other")
+    bad = [step for step in s.eval.at_steps if not 0 <= step <= s.steps]
+    if bad:
+        raise ConfigError(f"eval.at_steps={list(s.eval.at_steps)} has steps outside "
+                          f"0..steps={s.steps}: {bad}")
+    if s.eval.at_steps and s.eval.problems < 1:
+        raise ConfigError(f"eval.problems={s.eval.problems} must be >= 1 when eval.at_steps "
+                          "is not empty")
+    if s.eval.samples < 1 or any(b < 1 for b in s.eval.budgets):
+        raise ConfigError(f"eval.samples={s.eval.samples} and every eval.budgets entry "
+                          f"({list(s.eval.budgets)}) must be >= 1")
+    t, p = s.eval.temperature, s.eval.top_p
+    if (t is not None and t < 0) or (p is not None and not 0 < p <= 1):
+        raise ConfigError(f"eval.temperature={t} must be >= 0 and eval.top_p={p} in (0, 1] "
+                          "(null: the rollout engine's)")
+    if s.eval.budget not in EVAL_BUDGETS:
+        raise ConfigError(f"eval.budget={s.eval.budget} is not valid; choose one of {', '.join(EVAL_BUDGETS)}")
+    check_benchmarks(s.eval.benchmarks)
+    if s.resume is not None and not os.path.isdir(s.resume):
+        raise ConfigError(f"resume={s.resume} is not a directory; give a checkpoint directory "
+                          "or resume=null")
+
+
+def check_benchmarks(names: tuple[str, ...]) -> None:
+    """Every ``eval.benchmarks`` entry is a benchmark ``rlrun.tasks.eval_sets.benchmark`` builds, once
+    (``heldout`` is the data group's own split, always evaluated, so it is not one)."""
+    if not names:
+        return
+    from rlrun.tasks.eval_sets import check_benchmark
+
+    given = f"eval.benchmarks=[{','.join(names)}]"
+    for i, name in enumerate(names):
+        try:
+            check_benchmark(name, f"{given}: ")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if name in names[:i]:
+            raise ConfigError(f"{given} lists {name} twice")
+
+
+def validate(cfg: DictConfig, world_size: int, out_dir: str = "") -> Settings:
+    """Check the whole config (no instantiation, no model loading) and return its settings."""
+    settings = read_settings(cfg, out_dir)
+    if settings.prompts_per_step % world_size:
+        raise ConfigError(f"prompts_per_step={settings.prompts_per_step} is not divisible by the "
+                          f"world size {world_size}; use a multiple of {world_size}")
+    for path, provided in COMPONENTS.items():
+        check_component_node(path, cfg, provided)
+    for path, provided in OPTIONAL.items():
+        if OmegaConf.select(cfg, path) is not None:
+            check_component_node(path, cfg, provided)
+    check_containers(cfg)
+    return settings
+
+
+def check_containers(cfg: DictConfig) -> None:
+    """Groups holding several components (algo, data) hold nothing else: a key there that build_run
+    does not build would be ignored silently."""
+    paths = [*COMPONENTS, *OPTIONAL]
+    for root in sorted({path.split(".")[0] for path in paths if "." in path}):
+        built = [path.split(".", 1)[1] for path in paths if path.startswith(root + ".")]
+        for key in cfg[root]:
+            if key not in built:
+                raise ConfigError(f"{root}.{key} is not built by rlrun{suggest(str(key), built)}; "
+                                  f"valid keys of {root}: {', '.join(built)}")
