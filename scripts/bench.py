@@ -110,8 +110,8 @@ class Recorder:
         self.generate, self.positions = rollout.generate, []
         rollout.generate = self
 
-    def __call__(self, problems, group_size, budgets):
-        out = self.generate(problems, group_size, budgets)
+    def __call__(self, problems, group_size, budgets, sampling=None):
+        out = self.generate(problems, group_size, budgets, sampling)
         prompt = sum(len(p) for p in out.prompt_ids) * group_size
         self.positions.append(prompt + int(out.sampled_tokens_N.sum()))
         return out

@@ -53,17 +53,20 @@ def test_table_rows_are_the_runs_summaries(sweep):
 
 
 def test_lcpo_deviation_is_the_mean_distance_to_each_prompts_target():
-    from rlrun.runtime.loop import target_deviation
+    from rlrun.core.lcpo import LengthInstruction
+    from rlrun.runtime.evaluation import measured
     from rlrun.types import Problem
+
+    instruction = LengthInstruction(seed=0)  # its eval_sums read the targets the prompts carry
 
     problems = [Problem("a", "p", "1", {"target_tokens": 10, "target_mode": "exact"}),
                 Problem("b", "p", "1", {"target_tokens": 20, "target_mode": "max"}),
                 Problem("c", "p", "1", {"target_tokens": 30, "target_mode": "exact"})]
     lengths = [4, 12, 25, 50, 33, 27]  # 2 samples each; b's (a ceiling) are left out
     rollouts = _rollouts(problems, lengths)
-    assert target_deviation(rollouts) == {"length_deviation": pytest.approx((6 + 2 + 3 + 3) / 4)}
+    assert measured([instruction], rollouts) == {"length_deviation": pytest.approx((6 + 2 + 3 + 3) / 4)}
     plain = _rollouts([Problem("d", "p", "1")], [1, 1])
-    assert target_deviation(plain) == {}
+    assert measured([instruction], plain) == {}
 
 
 def _rollouts(problems, lengths):

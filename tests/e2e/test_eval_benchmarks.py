@@ -8,6 +8,8 @@ import json
 import pytest
 import torch
 
+from rlrun.runtime.evaluation import Evaluator
+from rlrun.types import Sampling
 from rlrun.runtime import dist, loop
 from rlrun.wiring.cli import compose
 from rlrun.wiring.config_check import ConfigError
@@ -142,7 +144,8 @@ def test_rlrun_eval_bad_benchmark_name_exits_with_one_line(capsys):
 
 def test_eval_samples_at_its_own_temperature_and_restores_the_rollouts(tmp_path):
     """eval.temperature=0: greedy evaluation, the same whatever the random state, while the rollout
-    engine keeps sampling training batches at its own temperature (where two seeds differ)."""
+    engine keeps sampling training batches at its own temperature (where two seeds differ): the
+    evaluation passes its Sampling to generate, the engine's own settings are never changed."""
     dist.init()
     run = build_run(compose(["debug=cpu", "eval.temperature=0", "eval.top_p=0.5", "eval.problems=4"]),
                     str(tmp_path))
@@ -151,13 +154,16 @@ def test_eval_samples_at_its_own_temperature_and_restores_the_rollouts(tmp_path)
     results, texts = [], []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        results.append(loop.evaluate(run, problems))
+        results.append(Evaluator(run).evaluate(problems))
         assert (run.rollout.temperature, run.rollout.top_p) == (1.0, 1.0)
         torch.manual_seed(seed)
         texts.append(run.rollout.generate(problems, 2, [256] * 4).texts)  # the training sampler
     assert results[0] == results[1]
     assert texts[0] != texts[1]
-    with loop.sampling(run.rollout, temperature=None, top_p=0.9):
-        assert (run.rollout.temperature, run.rollout.top_p) == (1.0, 0.9)
+    # Sampling(None, ...) keeps the engine's own value: top_p 0.9 alone samples unlike greedy
+    torch.manual_seed(0)
+    nucleus = run.rollout.generate(problems, 2, [256] * 4, Sampling(temperature=None, top_p=0.9)).texts
+    torch.manual_seed(0)
+    assert nucleus != run.rollout.generate(problems, 2, [256] * 4, Sampling(temperature=0.0)).texts
     with pytest.raises(ConfigError, match=r"eval.temperature=-1 must be >= 0"):
         validate(compose(["eval.temperature=-1"]), world_size=1, out_dir=str(tmp_path))

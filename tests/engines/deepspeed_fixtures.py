@@ -104,16 +104,15 @@ def plain_logprobs(model: torch.nn.Module, rollouts: StepBatch) -> torch.Tensor:
 def make_batch(
     rollouts: StepBatch, old_logp_NT: torch.Tensor, ref_logp_NT: torch.Tensor | None, seed: int
 ) -> StepBatch:
-    """Old log-probs shifted by ±0.3 noise (so that some ratios clip) and random advantages."""
+    """``rollouts`` with old log-probs shifted by ±0.3 noise (so that some ratios clip), random
+    advantages and the reference's log-probs."""
     gen = torch.Generator().manual_seed(seed)
     mask = rollouts.mask_NT
     noise = (torch.rand(mask.shape, generator=gen) - 0.5) * 0.6 * mask
-    return StepBatch(
-        mask_NT=mask,
+    return rollouts.with_columns(
         old_logp_NT=old_logp_NT + noise,
         advantages_N=torch.randn(len(rollouts), generator=gen),
         ref_logp_NT=ref_logp_NT,
-        group_N=rollouts.group_N,
     )
 
 
@@ -125,7 +124,7 @@ def plain_step(
     before clipping (``optim/grad_norm``)."""
     from rlrun.core.losses import loss_norm
     from rlrun.engines.model import load_model
-    from rlrun.engines.trainer.deepspeed import param_groups
+    from rlrun.engines.trainer.optim import param_groups
 
     model = load_model(spec).eval()
     adamw = torch.optim.AdamW(

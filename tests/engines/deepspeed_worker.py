@@ -21,8 +21,9 @@ from deepspeed_fixtures import make_batch, make_rollouts, subset  # noqa: E402
 from rlrun.runtime import dist  # noqa: E402
 from rlrun.core.losses import ClippedSurrogate  # noqa: E402
 from rlrun.engines.model import ModelSpec  # noqa: E402
-from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings  # noqa: E402
-from rlrun.types import StepBatch# noqa: E402
+from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer  # noqa: E402
+from rlrun.engines.trainer.optim import OptimSettings  # noqa: E402
+from rlrun.types import StepBatch  # noqa: E402
 
 PROMPTS = {0: [0, 1, 2], 1: [3]}
 OPTIM = OptimSettings(lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0, warmup_steps=1, schedule="cosine")
@@ -33,8 +34,8 @@ def union_rollouts():
     return make_rollouts([3, 5, 2, 4], [4, 1, 7, 0, 3, 6, 2, 5], group_size=2, seed=1)
 
 
-def local_batch(trainer: DeepSpeedTrainer, seed: int) -> tuple:
-    """This rank's rollouts and StepBatch: its rows of the union batch of ``make_batch(seed)``,
+def local_batch(trainer: DeepSpeedTrainer, seed: int) -> StepBatch:
+    """This rank's step batch: its rows of the union batch of ``make_batch(seed)``,
     with old/ref log-probs from the trainer itself."""
     union = union_rollouts()
     noise = make_batch(union, torch.zeros(union.mask_NT.shape), None, seed)
@@ -42,14 +43,11 @@ def local_batch(trainer: DeepSpeedTrainer, seed: int) -> tuple:
     rows = [b * union.group_size + j for b in mine for j in range(union.group_size)]
     local = subset(union, mine)
     width = local.mask_NT.shape[1]
-    batch = StepBatch(
-        mask_NT=local.mask_NT,
+    return local.with_columns(
         old_logp_NT=trainer.logprobs(local) + noise.old_logp_NT[rows, :width],
         advantages_N=noise.advantages_N[rows],
         ref_logp_NT=trainer.logprobs(local, reference=True),
-        group_N=local.group_N,
     )
-    return local, batch
 
 
 def make_trainer(root: str, stage: int, **kw) -> DeepSpeedTrainer:
@@ -66,15 +64,15 @@ def main(root: str, out: str) -> None:
     results: dict = {"world_size": dist.world_size()}
     for stage in (0, 2, 3):
         trainer = make_trainer(root, stage)
-        stats = trainer.update(*local_batch(trainer, seed=2), LOSS)
+        stats = trainer.update(local_batch(trainer, seed=2), LOSS)
         results[stage] = {"stats": stats, "weights": trainer.weights()}
     params = list(trainer.engine.module.parameters())  # ZeRO-3: each rank holds a part of each
     results["sharded"] = all(p.ds_tensor.numel() < p.ds_numel for p in params)
     trainer.save(os.path.join(out, "ckpt"))
-    results["second"] = trainer.update(*local_batch(trainer, seed=3), LOSS), trainer.weights()
+    results["second"] = trainer.update(local_batch(trainer, seed=3), LOSS), trainer.weights()
     resumed = make_trainer(root, 3)
     resumed.load(os.path.join(out, "ckpt"))
-    results["resumed"] = resumed.update(*local_batch(resumed, seed=3), LOSS), resumed.weights()
+    results["resumed"] = resumed.update(local_batch(resumed, seed=3), LOSS), resumed.weights()
     if dist.is_main():
         torch.save(results, os.path.join(out, "results.pt"))
     dist.barrier()
@@ -86,7 +84,7 @@ def main_chunked(root: str, out: str, chunk: int) -> None:
     torch.set_num_threads(1)
     dist.init()
     trainer = make_trainer(root, 3, logprob_chunk=chunk)
-    stats = trainer.update(*local_batch(trainer, seed=2), LOSS)
+    stats = trainer.update(local_batch(trainer, seed=2), LOSS)
     results = {"world_size": dist.world_size(), 3: {"stats": stats, "weights": trainer.weights()}}
     if dist.is_main():
         torch.save(results, os.path.join(out, "results.pt"))

@@ -29,7 +29,8 @@ from deepspeed_fixtures import (
 from rlrun.core.losses import ClippedSurrogate
 from rlrun.engines.model import ModelSpec, load_model
 from rlrun.engines.trainer import deepspeed as ds
-from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings, lr_factor
+from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer
+from rlrun.engines.trainer.optim import OptimSettings, lr_factor
 
 OPTIM = OptimSettings(lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0)
 SHARD = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # ZeRO-3 shards every tensor
@@ -104,7 +105,7 @@ def test_chunked_update_equals_the_plain_update(request, stage, model):
         t = trainer(spec, stage, chunk)
         batch = make_batch(ro, t.logprobs(ro), 0.9 * t.logprobs(ro, reference=True), seed=2)
         with head_widths(t.engine) as widths:
-            stats = t.update(ro, batch, loss)
+            stats = t.update(batch, loss)
         results[chunk] = stats, t.weights(), widths
     (want, want_w, plain_widths), (got, got_w, widths) = results[0], results[3]
     assert plain_widths == [9, 7, 2]  # width + 1 positions, one call per micro-batch
@@ -121,7 +122,7 @@ def test_chunked_update_is_exactly_on_policy(spec):
     t = trainer(spec, 0, 3)
     batch = make_batch(ro, t.logprobs(ro), None, seed=2)
     batch.old_logp_NT = t.logprobs(ro)
-    stats = t.update(ro, batch, ClippedSurrogate(clip_low=0.0, clip_high=0.0))
+    stats = t.update(batch, ClippedSurrogate(clip_low=0.0, clip_high=0.0))
     assert stats["ppo/clip_frac"] == 0.0
 
 

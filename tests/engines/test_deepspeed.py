@@ -24,7 +24,9 @@ from deepspeed_fixtures import (
 )
 from rlrun.core.losses import ClippedSurrogate
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer, OptimSettings, lr_factor, micro_batches, pack
+from rlrun.engines.trainer.batching import micro_batches, pack
+from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer
+from rlrun.engines.trainer.optim import OptimSettings, lr_factor
 
 OPTIM = OptimSettings(lr=1e-2, weight_decay=0.1, eps=1.0, grad_clip=2.0)
 SHARD = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # ZeRO-3 shards every tensor
@@ -100,7 +102,7 @@ def test_update_equals_one_full_batch_step(spec, stage):
 
     t = trainer(spec, stage)
     batch = make_batch(ro, t.logprobs(ro), t.logprobs(ro, reference=True), seed=2)
-    stats = t.update(ro, batch, loss)
+    stats = t.update(batch, loss)
 
     # 5 non-empty rows, 21 response tokens (4+1+7+3+6), set on the batch for the whole mini-batch
     assert (batch.norm.total_rows, batch.norm.total_tokens) == (5.0, 21.0)
@@ -118,7 +120,7 @@ def test_update_is_exactly_on_policy_with_the_trainers_old_logprobs(spec):
     t = trainer(spec, 0)
     batch = make_batch(ro, t.logprobs(ro), None, seed=2)
     batch.old_logp_NT = t.logprobs(ro)
-    stats = t.update(ro, batch, ClippedSurrogate(clip_low=0.0, clip_high=0.0))
+    stats = t.update(batch, ClippedSurrogate(clip_low=0.0, clip_high=0.0))
     assert stats["ppo/clip_frac"] == 0.0
 
 
@@ -131,11 +133,11 @@ def test_on_policy_update_without_old_logprobs_equals_the_two_pass_update(spec, 
     two_pass = trainer(spec, stage)
     batch = make_batch(ro, two_pass.logprobs(ro), two_pass.logprobs(ro, reference=True), seed=2)
     batch.old_logp_NT = two_pass.logprobs(ro)  # no noise: the true pi_old
-    want = two_pass.update(ro, batch, loss)
+    want = two_pass.update(batch, loss)
     one_pass = trainer(spec, stage)
     batch = make_batch(ro, one_pass.logprobs(ro), one_pass.logprobs(ro, reference=True), seed=2)
     batch.old_logp_NT = None
-    got = one_pass.update(ro, batch, loss)
+    got = one_pass.update(batch, loss)
     assert got == want
     assert_state_close(one_pass.weights(), two_pass.weights(), atol=0.0)
 
@@ -148,7 +150,7 @@ def test_save_load_continues_identically(spec, tmp_path):
 
     def step(t: DeepSpeedTrainer, seed: int) -> dict[str, float]:
         ro = rollouts(seed)
-        return t.update(ro, make_batch(ro, t.logprobs(ro), None, seed), loss)
+        return t.update(make_batch(ro, t.logprobs(ro), None, seed), loss)
 
     first = trainer(spec, 2, optim=optim)
     step(first, seed=1)
@@ -190,7 +192,7 @@ def test_skipping_zero_advantage_rows_leaves_the_step_unchanged(spec, stage):
         t = trainer(spec, stage, skip_zero_advantage=skip)
         batch = make_batch(ro, t.logprobs(ro), None, seed=2)
         batch.advantages_N[[0, 2]] = 0.0  # two of the five non-empty rows
-        results[skip] = (t.update(ro, batch, loss), t.weights())
+        results[skip] = (t.update(batch, loss), t.weights())
     assert_same_update(results[True], results[False], atol=1e-6)
 
 
@@ -204,7 +206,7 @@ def test_a_step_with_every_advantage_zero_still_steps_the_optimizer(spec):
         t = trainer(spec, 0, skip_zero_advantage=skip)
         batch = make_batch(ro, t.logprobs(ro), None, seed=2)
         batch.advantages_N.zero_()
-        t.update(ro, batch, ClippedSurrogate())
+        t.update(batch, ClippedSurrogate())
         results.append(t.weights())
     assert_state_close(results[1], results[0], atol=0.0)
     changed = [k for k in before if not torch.equal(before[k], results[1][k])]

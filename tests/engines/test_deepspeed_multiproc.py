@@ -13,7 +13,7 @@ import torch
 from deepspeed_fixtures import build_tiny, make_batch, plain_logprobs, plain_step
 from deepspeed_worker import LOSS, OPTIM, union_rollouts
 from rlrun.engines.model import ModelSpec, load_model
-from rlrun.engines.trainer.deepspeed import lr_factor
+from rlrun.engines.trainer.optim import lr_factor
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deepspeed_worker.py")
 

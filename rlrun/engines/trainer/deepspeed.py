@@ -29,11 +29,9 @@ completion over the ranks, so that all make as many calls.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,59 +39,13 @@ from torch.utils.checkpoint import checkpoint
 
 from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.types import ROW_FIELDS, LossNorm, StepBatch
+from rlrun.engines.trainer.batching import columns, head_logp, micro_batches, pack, token_logp
+from rlrun.engines.trainer.optim import OptimSettings, lr_factor, param_groups
+from rlrun.types import LossNorm, StepBatch
 
-SCHEDULES = ("constant", "cosine")
 # Causal LMs whose forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (transformers
 # 5.23: nothing in between or after, no logit scaling or soft-capping): chunked log-probs serve them.
 CHUNKED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-
-
-@dataclass
-class OptimSettings:
-    """AdamW and its learning-rate schedule: linear warmup from lr/(warmup_steps+1) to ``lr`` over
-    ``warmup_steps`` steps, then constant or cosine decay to 0 at ``total_steps``. Weight decay
-    applies to matrices only (parameters with >= 2 dimensions), not to biases and norms."""
-
-    lr: float = 1.0e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1.0e-8
-    grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 = no clipping
-    warmup_steps: int = 0
-    schedule: str = "constant"
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"optim.schedule={self.schedule!r} is not one of {SCHEDULES}")
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Multiplier of the base lr at optimizer step ``step`` (0-based):
-    warmup ``(step + 1) / (warmup_steps + 1)`` while ``step < warmup_steps``; then 1 (constant) or
-    ``0.5 (1 + cos(π p))`` with ``p = (step - warmup_steps) / max(1, total_steps - warmup_steps)``
-    clipped to [0, 1] (cosine)."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _ndim(p: torch.nn.Parameter) -> int:
-    return len(getattr(p, "ds_shape", p.shape))  # a ZeRO-3 partitioned param is 1-D locally
-
-
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: matrices decay, vectors (biases, norm gains) do not."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if _ndim(p) >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if _ndim(p) < 2], "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 def _plain(value: Any) -> Any:
@@ -111,60 +63,6 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         nested = isinstance(value, Mapping) and isinstance(out.get(key), dict)
         out[key] = _merge(out[key], value) if nested else value
     return out
-
-
-def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, min_width: int = 1):
-    """Token ids of one micro-batch: prompts left-padded to P, completions right-padded to
-    T >= ``min_width``.
-
-    Returns ``input_ids``, ``attention_mask``, ``position_ids`` (b, P+T), ``target`` (b, T) the
-    completion ids (pad beyond each row's end) and ``mask`` (b, T) float 1 on completion tokens.
-    """
-    rows = len(prompts)
-    width_p = max(len(p) for p in prompts)
-    width_t = max(min_width, max(len(c) for c in completions))
-    ids = torch.full((rows, width_p + width_t), pad_id, dtype=torch.long)
-    attn = torch.zeros(rows, width_p + width_t, dtype=torch.long)
-    for r, (p, c) in enumerate(zip(prompts, completions)):
-        ids[r, width_p - len(p) : width_p] = torch.tensor(p, dtype=torch.long)
-        ids[r, width_p : width_p + len(c)] = torch.tensor(c, dtype=torch.long)
-        attn[r, width_p - len(p) : width_p + len(c)] = 1
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    mask = attn[:, width_p:].float()
-    return ids, attn, position_ids, ids[:, width_p:], mask
-
-
-def micro_batches(lengths: list[int], size: int, count: int) -> list[torch.Tensor]:
-    """Row indices split into ``count`` micro-batches of at most ``size`` rows, longest rows
-    first (rows of similar length share a batch); missing batches are empty."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    chunks = [torch.tensor(order[i : i + size], dtype=torch.long) for i in range(0, len(order), size)]
-    return chunks + [torch.zeros(0, dtype=torch.long)] * (count - len(chunks))
-
-
-def _columns(batch: StepBatch, index: torch.Tensor, width: int, device: torch.device) -> StepBatch:
-    """``batch.select(index)`` with the token axis of every per-token column cut (or padded) to
-    ``width`` and the per-completion tensors moved to ``device``."""
-    sub = batch.select(index)
-
-    def fit(name: str, t: Any) -> Any:
-        if not isinstance(t, torch.Tensor):
-            return t
-        if name.endswith("_NT"):
-            t = torch.nn.functional.pad(t[:, :width], (0, max(0, width - t.shape[1])))
-        return t.to(device)
-
-    return sub.with_columns(**{name: fit(name, getattr(sub, name)) for name in ROW_FIELDS})
-
-
-def _token_logp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """log-softmax of ``logits`` (b, t, V), in float32, at ``target`` (b, t)."""
-    logits = logits.float()
-    return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-
-
-def _head_logp(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return _token_logp(head(hidden), target)
 
 
 class DeepSpeedTrainer:
@@ -298,7 +196,7 @@ class DeepSpeedTrainer:
             "logits_to_keep": width + 1,
         }
         if not chunked:
-            return _token_logp(engine(**inputs).logits[:, :-1], target) * mask
+            return token_logp(engine(**inputs).logits[:, :-1], target) * mask
         # The forward still goes through ``engine``, with the head swapped for the identity (its
         # "logits" are then the last hidden states, (b, T + 1, H)): DeepSpeed hooks its backward
         # prologue on the engine's outputs and ZeRO-3 resets its parameter trace there; calling the
@@ -314,9 +212,9 @@ class DeepSpeedTrainer:
         for start in range(0, width, chunk):
             args = (head, hidden[:, start : start + chunk], target[:, start : start + chunk])
             if torch.is_grad_enabled():  # the chunk's logits are freed now and recomputed in backward
-                parts.append(checkpoint(_head_logp, *args, use_reentrant=False))
+                parts.append(checkpoint(head_logp, *args, use_reentrant=False))
             else:
-                parts.append(_head_logp(*args))
+                parts.append(head_logp(*args))
         return torch.cat(parts, dim=1) * mask
 
     def _plan(self, batch: StepBatch, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -378,7 +276,7 @@ class DeepSpeedTrainer:
             if len(index) == 0:
                 self.engine.backward(logp.sum() * 0.0, scale_wrt_gas=False)
                 continue
-            micro = _columns(batch, index, logp.shape[1], device)
+            micro = columns(batch, index, logp.shape[1], device)
             if micro.old_logp_NT is None:  # on-policy: pi_old is the policy of this very forward
                 micro.old_logp_NT = logp.detach()
             value, stats = loss(logp, micro)

@@ -1,0 +1,156 @@
+"""The step batch: one step's completions, column by column, with one generic ``select`` and
+``cat``. Part of the contract in ``rlrun/types.py`` (which exports it); its code lives here so that
+the contract file stays readable. Imports only torch and the standard library."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from rlrun.types import LossNorm, Problem
+
+
+def row(**kwargs: Any) -> Any:
+    """A per-completion column of :class:`StepBatch`: ``select`` and ``cat`` take its rows."""
+    return field(metadata={"row": True}, **({"default": None} | kwargs))
+
+
+@dataclass
+class StepBatch:
+    """One step's completions, column by column: what the rollout engine sampled, the verifier's
+    verdicts, the shaped reward, the advantages and the update's log-probs. Filters, advantage
+    estimators, reward terms, losses and the trainer all read this one batch; a new column is one
+    line here (``row()``), and ``select``/``cat`` take it along.
+
+    The rollout engine fills ``problems`` .. ``logp_NT``. ``completion_ids`` holds the sampled
+    response tokens of each completion, including the EOS token when one was emitted.
+    ``length_tokens_N`` counts response tokens *without* EOS (the length every length reward sees);
+    ``truncated_N`` is true when the token budget ran out before EOS. ``mask_NT`` is 1.0 on each
+    completion's sampled tokens (EOS included), 0.0 on right padding. ``logp_NT`` (optional) are
+    the sampling log-probs of ``completion_ids`` under the untempered policy, right-padded: pi_old
+    for estimators that need it (DRPO's negative weights). ``group_N`` indexes ``problems``.
+
+    The loop adds ``step`` and the verifier's columns (``correct_N`` float 0/1, ``format_ok_N``,
+    ``predicted``: never shaped, ALGORITHMS.md 0.1), then the reward's (``reward_N``, the unweighted
+    ``terms``, ``preference_N``), then ``advantages_N`` and ``ref_logp_NT`` (the frozen reference's
+    log-probs, None without KL). ``old_logp_NT`` are pi_old's log-probs in the update, or None when
+    it is on-policy (one optimizer step on a batch sampled by the current weights): the trainer
+    then uses the detached log-probs of its own forward pass (verl and TRL do the same,
+    ALGORITHMS.md 1.1.5). ``norm`` holds the update's global denominators, set by the trainer.
+    """
+
+    # per prompt (rows point here through group_N) and per step
+    problems: list[Problem] = field(default_factory=list)
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    group_size: int = 1
+    step: int = 0
+    # per completion: the rollout engine's
+    completion_ids: list[list[int]] | None = row()
+    texts: list[str] | None = row()
+    length_tokens_N: torch.Tensor | None = row()
+    truncated_N: torch.Tensor | None = row()
+    budget_tokens_N: torch.Tensor | None = row()
+    group_N: torch.Tensor | None = row()
+    mask_NT: torch.Tensor | None = row()
+    logp_NT: torch.Tensor | None = row()
+    # the verifier's
+    correct_N: torch.Tensor | None = row()
+    format_ok_N: torch.Tensor | None = row()
+    predicted: list[str | None] | None = row()
+    # the reward's
+    reward_N: torch.Tensor | None = row()
+    terms: dict[str, torch.Tensor] | None = row()
+    preference_N: torch.Tensor | None = row()
+    # the algorithm's and the update's
+    advantages_N: torch.Tensor | None = row()
+    old_logp_NT: torch.Tensor | None = row()
+    ref_logp_NT: torch.Tensor | None = row()
+    norm: LossNorm | None = None
+
+    def __post_init__(self) -> None:
+        if self.group_N is None and self.problems:
+            self.group_N = torch.arange(len(self.problems)).repeat_interleave(self.group_size)
+        if self.mask_NT is None and self.completion_ids is not None:
+            width = max((len(c) for c in self.completion_ids), default=0)
+            self.mask_NT = torch.zeros(len(self.completion_ids), width)
+            for r, ids in enumerate(self.completion_ids):
+                self.mask_NT[r, : len(ids)] = 1.0
+
+    def __len__(self) -> int:
+        for f in ROW_FIELDS:
+            value = getattr(self, f)
+            if value is not None and not isinstance(value, dict):
+                return len(value)
+        return 0
+
+    @property
+    def sampled_tokens_N(self) -> torch.Tensor:
+        """Sampled tokens per completion, EOS included when one was emitted (verl's response-mask
+        length, the ``|o|`` of several papers): the length of ``completion_ids``, or, in a batch
+        made without token ids, ``length_tokens_N`` + 1 where not truncated."""
+        if self.completion_ids is not None:
+            return torch.tensor([len(ids) for ids in self.completion_ids], dtype=torch.long)
+        return self.length_tokens_N + (~self.truncated_N.bool()).to(self.length_tokens_N.dtype)
+
+    @property
+    def answers_N(self) -> list[str]:
+        return [self.problems[g].answer for g in self.group_N.tolist()]
+
+    def with_columns(self, **columns: Any) -> StepBatch:
+        """This batch with ``columns`` set (the other columns shared, not copied)."""
+        return dataclasses.replace(self, **columns)
+
+    def select(self, index: torch.Tensor) -> StepBatch:
+        """The completions ``index`` (e.g. those a filter kept), every row column alike; prompts
+        stay as they are (``group_N`` still points into ``problems``)."""
+        rows = index.tolist()
+
+        def pick(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, torch.Tensor):
+                return value[index]
+            if isinstance(value, dict):
+                return {k: v[index] for k, v in value.items()}
+            return [value[i] for i in rows]
+
+        return dataclasses.replace(self, **{f: pick(getattr(self, f)) for f in ROW_FIELDS})
+
+    @staticmethod
+    def cat(parts: list[StepBatch]) -> StepBatch:
+        """One batch holding the prompts and completions of ``parts`` (sampling rounds), in order;
+        per-token columns are right-padded with 0 to the widest part."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = torch.tensor([0] + [len(p.problems) for p in parts[:-1]]).cumsum(0)
+        columns: dict[str, Any] = {}
+        for name in ROW_FIELDS:
+            values = [getattr(p, name) for p in parts]
+            if name == "group_N":
+                columns[name] = torch.cat([v + int(o) for v, o in zip(values, offsets)])
+            elif any(v is None for v in values):
+                columns[name] = None
+            elif isinstance(values[0], dict):
+                columns[name] = {k: torch.cat([v[k] for v in values]) for k in values[0]}
+            elif isinstance(values[0], torch.Tensor):
+                columns[name] = _cat_padded(values) if name.endswith("_NT") else torch.cat(values)
+            else:
+                columns[name] = [x for v in values for x in v]
+        return dataclasses.replace(parts[0], problems=[q for p in parts for q in p.problems],
+                                   prompt_ids=[ids for p in parts for ids in p.prompt_ids], **columns)
+
+
+def _cat_padded(values: list[torch.Tensor]) -> torch.Tensor:
+    width = max(t.shape[1] for t in values)
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in values])
+
+
+ROW_FIELDS = tuple(f.name for f in dataclasses.fields(StepBatch) if f.metadata.get("row"))
+
+
+def columns(result: Any) -> dict[str, Any]:
+    """A piece's result dataclass (``Verdicts``, ``Scored``) as step-batch columns."""
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}

@@ -1,0 +1,67 @@
+"""How the trainer lays out a micro-batch: prompts left-padded and completions right-padded into one
+tensor (``pack``), rows sorted by length into micro-batches (``micro_batches``), the step batch's
+rows of one micro-batch on the device with its per-token columns cut to the micro-batch's width
+(``columns``), and the log-softmax at the sampled tokens (``token_logp``, ``head_logp``: the output
+head per chunk, recomputed in backward).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rlrun.types import ROW_FIELDS, StepBatch
+
+
+def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, min_width: int = 1):
+    """Token ids of one micro-batch: prompts left-padded to P, completions right-padded to
+    T >= ``min_width``.
+
+    Returns ``input_ids``, ``attention_mask``, ``position_ids`` (b, P+T), ``target`` (b, T) the
+    completion ids (pad beyond each row's end) and ``mask`` (b, T) float 1 on completion tokens.
+    """
+    rows = len(prompts)
+    width_p = max(len(p) for p in prompts)
+    width_t = max(min_width, max(len(c) for c in completions))
+    ids = torch.full((rows, width_p + width_t), pad_id, dtype=torch.long)
+    attn = torch.zeros(rows, width_p + width_t, dtype=torch.long)
+    for r, (p, c) in enumerate(zip(prompts, completions)):
+        ids[r, width_p - len(p) : width_p] = torch.tensor(p, dtype=torch.long)
+        ids[r, width_p : width_p + len(c)] = torch.tensor(c, dtype=torch.long)
+        attn[r, width_p - len(p) : width_p + len(c)] = 1
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    mask = attn[:, width_p:].float()
+    return ids, attn, position_ids, ids[:, width_p:], mask
+
+
+def micro_batches(lengths: list[int], size: int, count: int) -> list[torch.Tensor]:
+    """Row indices split into ``count`` micro-batches of at most ``size`` rows, longest rows
+    first (rows of similar length share a batch); missing batches are empty."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    chunks = [torch.tensor(order[i : i + size], dtype=torch.long) for i in range(0, len(order), size)]
+    return chunks + [torch.zeros(0, dtype=torch.long)] * (count - len(chunks))
+
+
+def columns(batch: StepBatch, index: torch.Tensor, width: int, device: torch.device) -> StepBatch:
+    """``batch.select(index)`` with the token axis of every per-token column cut (or padded) to
+    ``width`` and the per-completion tensors moved to ``device``."""
+    sub = batch.select(index)
+
+    def fit(name: str, t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        if name.endswith("_NT"):
+            t = torch.nn.functional.pad(t[:, :width], (0, max(0, width - t.shape[1])))
+        return t.to(device)
+
+    return sub.with_columns(**{name: fit(name, getattr(sub, name)) for name in ROW_FIELDS})
+
+
+def token_logp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """log-softmax of ``logits`` (b, t, V), in float32, at ``target`` (b, t)."""
+    logits = logits.float()
+    return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+
+
+def head_logp(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return token_logp(head(hidden), target)
