@@ -1,16 +1,38 @@
-"""The step batch: one step's completions, column by column, with one generic ``select`` and
-``cat``. Part of the contract in ``rlrun/types.py`` (which exports it); its code lives here so that
-the contract file stays readable. Imports only torch and the standard library."""
+"""The step's data: a question (``Problem``), the step batch (``StepBatch``: one step's completions,
+column by column, with one generic ``select`` and ``cat``) and the update's global denominators
+(``LossNorm``). Part of the contract in ``rlrun/types.py``, which exports them; their code lives here
+so that the contract file stays readable. Imports only torch and the standard library."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from rlrun.types import LossNorm, Problem
+
+@dataclass(frozen=True)
+class Problem:
+    """One question: the prompt text shown to the model and the gold answer the verifier checks.
+
+    ``meta`` holds task-specific facts (difficulty, source, a per-prompt token target, ...).
+    """
+
+    uid: str
+    prompt: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossNorm:
+    """Denominators of the loss aggregation over the whole optimisation mini-batch (all ranks and
+    micro-batches), so that summing micro-batch losses gives the full-batch loss exactly
+    (ALGORITHMS.md section 1.2.3, "Scope of the means")."""
+
+    total_tokens: float  # sum of |o_i| over the mini-batch
+    total_rows: float  # N': rows with |o_i| > 0
+    total_groups: float = 0.0  # Q: prompts (groups) with at least one row in the mini-batch
 
 
 def row(**kwargs: Any) -> Any:

@@ -1,5 +1,5 @@
 """The whole contract of rlrun in one file: the step batch that flows through a step
-(``StepBatch``, whose code is in ``rlrun/batch.py``), the protocols of the pieces that produce and
+(``Problem``, ``StepBatch``, ``LossNorm``: their code is in ``rlrun/batch.py``), the protocols of the pieces that produce and
 consume it, and the capabilities a piece may declare (DESIGN.md sections 3 and 4).
 
 Shape suffixes: ``_B`` per prompt, ``_N`` per completion (N = B * G, the G completions of
@@ -13,25 +13,12 @@ runtime asks with ``isinstance`` in one place per capability, never with ``hasat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
-from rlrun.batch import ROW_FIELDS, StepBatch, columns, row  # noqa: F401  (the contract's step batch)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One question: the prompt text shown to the model and the gold answer the verifier checks.
-
-    ``meta`` holds task-specific facts (difficulty, source, a per-prompt token target, ...).
-    """
-
-    uid: str
-    prompt: str
-    answer: str
-    meta: dict[str, Any] = field(default_factory=dict)
+from rlrun.batch import ROW_FIELDS, LossNorm, Problem, StepBatch, columns, row  # noqa: F401  (the step's data)
 
 
 @dataclass
@@ -55,17 +42,6 @@ class Scored:
     reward_N: torch.Tensor
     terms: dict[str, torch.Tensor]
     preference_N: torch.Tensor | None = None
-
-
-@dataclass
-class LossNorm:
-    """Denominators of the loss aggregation over the whole optimisation mini-batch (all ranks and
-    micro-batches), so that summing micro-batch losses gives the full-batch loss exactly
-    (ALGORITHMS.md section 1.2.3, "Scope of the means")."""
-
-    total_tokens: float  # sum of |o_i| over the mini-batch
-    total_rows: float  # N': rows with |o_i| > 0
-    total_groups: float = 0.0  # Q: prompts (groups) with at least one row in the mini-batch
 
 
 @dataclass(frozen=True)
