@@ -27,8 +27,9 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
+from rlrun.analysis.points import Curve, Point
 from rlrun.core.evaluation import AES_WEIGHTS, aes, pareto_frontier
 from rlrun.analysis.pareto_plot import (  # they import matplotlib, wandb lazily
     log_pareto_to_wandb,
@@ -39,36 +40,6 @@ FRONTIER_KINDS = ("start", "end", "eval")
 CSV_COLUMNS = ("label", "benchmark", "budget", "acc", "mean_tokens", "on_frontier", "kind", "step",
                "truncated_frac", "aes", "run_dir")
 _EVAL_KEY = re.compile(r"^eval/(?P<bench>[^/]+)/(?:budget_(?P<budget>\d+)/)?(?P<name>acc|mean_tokens)$")
-
-
-@dataclass
-class Point:
-    """One evaluation of one run: a dot on the accuracy-vs-tokens plane."""
-
-    label: str
-    benchmark: str
-    budget: float | None  # the token budget of the evaluation (a mean for the held-out eval)
-    acc: float
-    mean_tokens: float
-    kind: str  # start | step | end | eval
-    step: int | None
-    run_dir: str
-    truncated_frac: float | None = None
-    on_frontier: bool = False
-    aes: float | None = None  # against the run's start on the same benchmark
-
-
-@dataclass
-class Curve:
-    """One run's evaluations over training steps on one benchmark and budget (from metrics.jsonl)."""
-
-    label: str
-    benchmark: str
-    budget: float | None
-    run_dir: str
-    steps: list[int] = field(default_factory=list)
-    acc: list[float] = field(default_factory=list)
-    mean_tokens: list[float] = field(default_factory=list)
 
 
 JOB_DIR_MARKERS = (".hydra", "summary.json", "metrics.jsonl", "rlrun.log")

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rlrun.analysis.pareto import Curve, Point
+from rlrun.analysis.points import Curve, Point
 
 MARKERS = {"start": "o", "end": "o", "eval": "^", "step": "."}
 
