@@ -53,8 +53,7 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
         **{k: v for piece in (run.reward, run.filter, run.curriculum) if isinstance(piece, HasMetrics)
            for k, v in piece.metrics().items()},
         "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
-        **{k: v for piece in (run.curriculum,) if isinstance(piece, HasBatchMetrics)
-           for k, v in piece.batch_metrics(batch).items()},
+        **(run.curriculum.batch_metrics(batch) if isinstance(run.curriculum, HasBatchMetrics) else {}),
         "throughput/tokens_per_s": float(batch.length_tokens_N.sum()) / times["time/rollout_s"],
         "rollout/rounds": float(got.rounds),
     }
