@@ -5,7 +5,8 @@
 tier either finishes or fails:
 
 * pytest runs in its own session (process group) with a plugin (:class:`CurrentTest`) that keeps a
-  file saying what the session is doing: collecting, running a node id, between tests.
+  file saying what the session is doing: collecting, running a node id (each running one, under
+  pytest-xdist's workers), between tests.
 * A tier still running after LIMIT_S seconds is interrupted (SIGINT to pytest: it shows where the
   test stopped and prints its closing summary line), then every process it started is killed, those
   that left its process group (``setsid``) included, and the tier fails (exit 1) with one line::
@@ -41,6 +42,7 @@ class CurrentTest:
 
     def __init__(self, path: str, tier: str):
         self.path, self.tier = path, tier
+        self.running: list[str] = []  # several at once under pytest-xdist (make test runs -n 2)
 
     def write(self, text: str) -> None:
         with open(self.path + ".tmp", "w") as f:
@@ -51,10 +53,14 @@ class CurrentTest:
         self.write("collecting tests")
 
     def pytest_runtest_logstart(self, nodeid, location) -> None:
-        self.write(f"running {nodeid}")
+        self.running.append(nodeid)
+        self.write("running " + " and ".join(self.running))
 
     def pytest_runtest_logfinish(self, nodeid, location) -> None:
-        self.write(f"between tests (after {nodeid})")
+        if nodeid in self.running:
+            self.running.remove(nodeid)
+        self.write("running " + " and ".join(self.running) if self.running
+                   else f"between tests (after {nodeid})")
 
     def pytest_sessionfinish(self, session, exitstatus) -> None:
         self.write("finishing the session (all tests done)")

@@ -1,12 +1,20 @@
 """Shared fixtures: a small random Qwen2 policy with a character tokenizer, built in seconds."""
 from __future__ import annotations
 
+import os
 import string
 
 import pytest
 import torch
 
 from rlrun.engines.model import ModelSpec
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on the 2-core machine: one thread each (and in the
+    # processes they start), since torch threads that outnumber the cores wait on each other many
+    # times over; the tiny model's work is faster on one thread anyway.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def build_random_policy(directory, hidden: int = 64, seed: int = 0) -> ModelSpec:

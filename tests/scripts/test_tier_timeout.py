@@ -31,6 +31,10 @@ def test_sleeps():
     time.sleep(120)
 
 
+def test_sleeps_too():
+    time.sleep(120)
+
+
 @pytest.mark.skipif(True, reason="needs a CUDA GPU (make test-gpu)")
 def test_skipped():
     pass
@@ -88,3 +92,15 @@ def test_a_tier_whose_tests_are_all_skipped_passes_and_says_why(tmp_path):
     rc, out, _ = run_tier(tmp_path, "60", "-k", "skipped")
     assert rc == 0, out
     assert "tier demo: all 1 collected tests were skipped: needs a CUDA GPU (make test-gpu)" in out
+
+
+def test_under_xdist_the_line_names_every_running_test(tmp_path):
+    """`make test` runs the tiers with two pytest-xdist workers: both tests running at the limit
+    are named."""
+    rc, out, seconds = run_tier(tmp_path, "8", "-n", "2", "-k", "sleeps")
+    assert rc == 1, out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("tier demo ran out of time after 8 s while running test_tiny.py::"), out
+    named = last.split(" while running ")[1].split(" and ")
+    assert sorted(named) == ["test_tiny.py::test_sleeps", "test_tiny.py::test_sleeps_too"], out
+    assert seconds < 60, out

@@ -1,5 +1,6 @@
 """The tiny model: SFT pieces, installing the shipped weights into the cache, loading them like any
-hub model, and (slow) that a rebuild still reaches 90 % held-out accuracy at T=1.0."""
+hub model, and (slow) that a rebuild with the recipe's schedule compressed into 500 steps learns the
+task (≥ 75 % held-out accuracy at T=1.0; measured 84.4 %)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -116,16 +117,25 @@ def test_sft_is_deterministic_given_the_seed(tokenizer):
     assert not torch.equal(weights[0], weights[2])
 
 
+# The shipped recipe (1500 steps) takes ~10 min alone on 2 cores, most of `make test`'s budget; the
+# same recipe with its schedule compressed into 500 steps (warm-up and cosine are fractions of the
+# run) takes ~4 min. Measured with `python -m rlrun.tasks.tiny_model build --steps 500` on
+# 2026-12-06: held-out accuracy 0.844 at T=1.0, format_ok 0.980, 128.1 mean tokens (the full recipe:
+# 0.953, 0.996, 129.2, in the shipped build_info.json). The bounds leave room for another torch
+# build's rounding, not for a recipe that stops learning.
+SHORT_BUILD_STEPS = 500
+
+
 @pytest.mark.slow
-def test_rebuild_reaches_90_percent_at_temperature_one(tmp_path):
+def test_a_rebuild_with_a_compressed_schedule_learns_the_task(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        record = tiny_model.build(tmp_path, SFTConfig())  # ~10 min alone on 2 cores
+        record = tiny_model.build(tmp_path, SFTConfig(steps=SHORT_BUILD_STEPS))
     finally:
         torch.set_num_threads(threads)
-    assert record["run"]["steps"] == SFTConfig().steps
-    assert record["eval"]["accuracy"] >= 0.9, record["eval"]
+    assert record["run"]["steps"] == SHORT_BUILD_STEPS
+    assert record["eval"]["accuracy"] >= 0.75, record["eval"]
     assert record["eval"]["format_ok"] >= 0.95
     assert 100 <= record["eval"]["mean_tokens"] <= 160  # traces average ~130 tokens
 
