@@ -18,9 +18,10 @@ SLOW_LIMIT_S ?= 660
 # thread per process unless a test asks for more.
 TEST_WORKERS ?= 2
 GPU_LIMIT_S ?= 900
+SLURM_LIMIT_S ?= 900
 TIER := $(BIN)/python scripts/run_tier.py
 
-.PHONY: demo test test-fast test-slow test-gpu tiny-model bench bench-trl compare-embedded docs clean
+.PHONY: demo test test-fast test-slow test-slurm test-gpu tiny-model bench bench-trl compare-embedded docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,12 +39,19 @@ demo: $(STAMP)
 ## limit, FAST_LIMIT_S and SLOW_LIMIT_S, or when it collects no tests)
 test: test-fast
 	@$(MAKE) --no-print-directory test-slow
+	@$(MAKE) --no-print-directory test-slurm
 
 test-fast: $(STAMP)
-	$(TIER) fast $(FAST_LIMIT_S) -m "not slow and not gpu" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(TIER) fast $(FAST_LIMIT_S) -m "not slow and not gpu and not slurm" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	OMP_NUM_THREADS=1 $(TIER) slow $(SLOW_LIMIT_S) -m "slow and not gpu" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(TIER) slow $(SLOW_LIMIT_S) -m "slow and not gpu and not slurm" $(PYTEST_ARGS)
+
+## test-slurm: rlrun on a real one-node SLURM cluster; as root it installs and starts one first
+## (scripts/slurm-up.sh); without root and without a cluster its tests are skipped, and it says so
+test-slurm: $(STAMP)
+	if [ "$$(id -u)" = 0 ]; then bash scripts/slurm-up.sh; fi
+	OMP_NUM_THREADS=1 $(TIER) slurm $(SLURM_LIMIT_S) -m slurm $(PYTEST_ARGS)
 
 ## test-gpu: the checks that need a CUDA GPU (without one they are skipped, and it says so)
 test-gpu: $(STAMP)

@@ -1,12 +1,14 @@
 """Ranks and collectives: the one module (with the trainer, checkpoint and loggers) that knows about
 data-parallel processes (DESIGN.md section 6, rule 9).
 
-``init()`` works in three situations with the same code:
+``init()`` works in four situations with the same code:
 
 - plain ``python -m rlrun ...``: no launcher variables, so it sets a one-process world
   (RANK=0, WORLD_SIZE=1, LOCAL_RANK=0, MASTER_ADDR=127.0.0.1, a free MASTER_PORT);
 - ``torchrun --nproc_per_node N -m rlrun ...`` and ``deepspeed --num_gpus N -m rlrun ...``: the
-  launcher's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* variables are used as they are.
+  launcher's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* variables are used as they are;
+- a SLURM job with several tasks (``srun``, submitit): each task is a rank, the variables come from
+  SLURM's (``rlrun.runtime.slurm_env``).
 
 On a machine without CUDA it sets ``DS_ACCELERATOR=cpu`` (before DeepSpeed is imported) and uses the
 gloo backend; with CUDA it uses nccl and pins each process to GPU ``LOCAL_RANK``. Every helper also
@@ -37,6 +39,9 @@ def init() -> None:
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from rlrun.runtime.slurm_env import launcher_vars
+
+    os.environ.update(launcher_vars(os.environ) or {})  # each task of a multi-task SLURM job: one rank
     if not all(name in os.environ for name in ("RANK", "WORLD_SIZE")):
         # no launcher (a stray LOCAL_RANK alone does not make one): a world of one process
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")

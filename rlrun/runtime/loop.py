@@ -6,12 +6,13 @@ Sampling (with a refilling filter's extra rounds) is ``rlrun.runtime.sampling``;
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
 
 from rlrun.core.metrics import reward_metrics
-from rlrun.runtime import checkpoint, dist, report
+from rlrun.runtime import checkpoint, dist, report, rundir, stopping
 from rlrun.runtime.evaluation import Evaluator, end_points, gathered_metrics, verifier_counts
 from rlrun.runtime.monitor import run_monitors
 from rlrun.runtime.sampling import Sampled, sample, timed
@@ -82,31 +83,72 @@ def advance(run, step: int, monitor_cache: dict) -> dict[str, float]:
 
 def train(run) -> dict:
     """Run ``run.settings.steps`` steps (continuing from a checkpoint when resuming) and return the
-    summary that is also written to ``summary.json``."""
+    summary that is also written to ``summary.json``. A signal (``rlrun.runtime.stopping``) ends the
+    run after the current step with a checkpoint: :class:`Stopped` is raised."""
     s = run.settings
     began = time.perf_counter()
     start, summary = 0, {"run_dir": s.out_dir, "steps": s.steps}
-    if s.resume:
-        start, saved = checkpoint.restore(run, checkpoint.latest(s.resume))
-        summary.update(saved)
-        report.line(f"resumed from {s.resume} after step {start}")
+    source = checkpoint.resolve(s.resume, s.out_dir, dist.world_size()) if s.resume else None
+    if source is not None:
+        done = checkpoint.steps_done(source)
+        if done > s.steps:
+            raise checkpoint.ResumeError(f"steps={s.steps} is below the {done} steps the checkpoint {source} "
+                                         f"has done; give steps >= {done}")
+        start, saved = checkpoint.restore(run, source)
+        summary.update({k: v for k, v in saved.items() if k not in ("run_dir", "steps")})
+        if dist.is_main():
+            rundir.drop_metrics_after(s.out_dir, start)  # re-running in the same run dir
+        report.line(f"resumed from {source} after step {start}")
     else:  # each rank its own stream: ranks must not draw the same samples
+        if s.resume == "auto":
+            report.line(f"resume=auto: no checkpoint in {s.out_dir} yet, starting fresh")
         checkpoint.seed_all(s.seed + 1000 * dist.rank())
     evaluator = Evaluator(run)
     if start == 0:
         evaluate(run, evaluator, 0, summary)
     monitor_cache: dict = {}
-    for step in range(start, s.steps):
-        metrics = advance(run, step, monitor_cache)
-        report.progress(step + 1, s.steps, metrics)
-        evaluate(run, evaluator, step + 1, summary)
-        if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
-            checkpoint.save(run, step + 1, extra=summary)
-    summary["seconds"] = time.perf_counter() - began  # this process's wall time, evaluations included
-    summary["checkpoint"] = checkpoint.save(run, s.steps, extra=summary)
+    stop = stopping.Stop().install()
+    try:
+        for step in range(start, s.steps):
+            metrics = advance(run, step, monitor_cache)
+            report.progress(step + 1, s.steps, metrics)
+            evaluate(run, evaluator, step + 1, summary)
+            signum = stop.agreed()
+            if signum is not None and step + 1 < s.steps:
+                stop_after(run, step + 1, summary, signum, evaluator, stop)
+            if (step + 1) % s.checkpoint_every == 0 and step + 1 < s.steps:
+                save(run, step + 1, summary)
+        summary["seconds"] = time.perf_counter() - began  # this process's wall time, evaluations included
+        summary["checkpoint"] = save(run, s.steps, summary)
+    finally:
+        stop.uninstall()
     evaluator.close()
     run.finish(summary)
     return summary
+
+
+def save(run, step: int, summary: dict) -> str:
+    return checkpoint.save(run, step, extra=summary, keep_last=run.settings.checkpoint.keep_last)
+
+
+def stop_after(run, step: int, summary: dict, signum: int, evaluator: Evaluator, stop: stopping.Stop) -> None:
+    """The end of a signalled run: a checkpoint after ``step``, the loggers closed, the signal passed
+    on to a job scheduler's own handler (submitit's requeue), one line."""
+    import signal
+
+    summary["checkpoint"] = save(run, step, summary)
+    summary["stopped_after_step"] = step
+    evaluator.close()
+    run.finish(summary)
+    name = signal.Signals(signum).name
+    message = (f"stopped by {name} after step {step}/{run.settings.steps}; checkpoint {summary['checkpoint']}; "
+               f"continue with resume=auto in the same run dir (hydra.run.dir={run.settings.out_dir}) "
+               f"or resume={run.settings.out_dir}")
+    said = stop.passes_on(signum)
+    if said and dist.is_main():  # the scheduler's handler may exit: say it first
+        print(f"rlrun: {message}", file=sys.stderr, flush=True)
+    stop.pass_on(signum)
+    raise stopping.Stopped(signum, message, said)
 
 
 def evaluate(run, evaluator: Evaluator, step: int, summary: dict) -> None:

@@ -62,3 +62,26 @@ def inherit_wandb_run(resume: str | None, out_dir: str) -> None:
             with open(source) as f, open(os.path.join(out_dir, "wandb_run_id"), "w") as g:
                 g.write(f.read())
             return
+
+
+def drop_metrics_after(out_dir: str, step: int) -> int:
+    """Remove the lines of ``out_dir/metrics.jsonl`` logged after ``step`` (steps a resumed run will
+    redo; they were logged after the checkpoint it resumes from), in place so that an open logger
+    keeps appending to the same file. Returns how many lines went."""
+    path = os.path.join(out_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path, "r+", encoding="utf-8") as f:
+        lines = f.readlines()
+        kept = [line for line in lines if _line_step(line) is not None and _line_step(line) <= step]
+        f.seek(0)
+        f.writelines(kept)
+        f.truncate()
+    return len(lines) - len(kept)
+
+
+def _line_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a half-written last line of a killed run

@@ -123,6 +123,8 @@ def app(cfg: DictConfig) -> None:
     from rlrun.wiring.build import build_run
 
     dist.init()
+    if cfg.resume is None and "submitit" in str(HydraConfig.get().launcher.get("_target_", "")):
+        cfg.resume = "auto"  # a requeued SLURM job continues from its own checkpoint
     # Every rank writes to rank 0's run dir (ranks may start in different seconds).
     out_dir = dist.broadcast_object(HydraConfig.get().runtime.output_dir)
     if dist.is_main():
@@ -133,7 +135,17 @@ def app(cfg: DictConfig) -> None:
         fail(exc, [])
     if dist.is_main():
         rundir.write_environment(out_dir)
-    summary = loop.train(run)
+    from rlrun.runtime.checkpoint import ResumeError
+    from rlrun.runtime.stopping import Stopped
+
+    try:
+        summary = loop.train(run)
+    except Stopped as stopped:  # a signal: the checkpoint is written, say so in one line
+        if dist.is_main() and not stopped.said:
+            print(f"rlrun: {stopped}", file=sys.stderr, flush=True)
+        sys.exit(stopped.code)
+    except ResumeError as exc:  # no valid checkpoint to resume from, steps below those done
+        fail(exc, [])
     report.print_summary(summary)
 
 
@@ -159,6 +171,12 @@ def main() -> None:
     """Console entry point ``rlrun``."""
     argv = launcher_args(sys.argv[1:])
     sys.argv[1:] = argv
-    if not any(a.startswith("-") and a not in PLAIN_RUN_FLAGS for a in argv):
-        precheck(argv)
-    app()
+    try:
+        if not any(a.startswith("-") and a not in PLAIN_RUN_FLAGS for a in argv):
+            precheck(argv)
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over the signal: nothing to save yet
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print("rlrun: interrupted (Ctrl-C) before training started; nothing was lost", file=sys.stderr)
+        sys.exit(130)

@@ -7,7 +7,7 @@ value fails in one line (``ConfigError``). ``COMPONENTS``/``OPTIONAL`` list what
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,6 +62,13 @@ class EvalSettings:
 
 
 @dataclass(frozen=True)
+class CheckpointSettings:
+    """The ``checkpoint`` node: how many step checkpoints a run keeps."""
+
+    keep_last: int = 0  # the newest K step checkpoints stay (0: all); older ones go once a newer is complete
+
+
+@dataclass(frozen=True)
 class Settings:
     """The run's top-level numbers (config keys of the same names) and its output directory."""
 
@@ -73,13 +80,14 @@ class Settings:
     resume: str | None
     out_dir: str
     eval: EvalSettings
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
 
 
 def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     """The top-level keys and the eval group as ``Settings``, type- and range-checked."""
     groups = config_groups()
-    top = check_fields("", cfg, Settings, skip=("out_dir", "eval"))
-    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra"}
+    top = check_fields("", cfg, Settings, skip=("out_dir", "eval", "checkpoint"))
+    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra", "checkpoint"}
     for key in cfg:
         if key not in allowed:
             raise ConfigError(
@@ -98,7 +106,15 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
         raise ConfigError(f"eval.every={every} must be >= 0 (0: only the steps of eval.at_steps)")
     periodic = range(every, top["steps"] + 1, every) if every else ()
     at_steps = tuple(sorted(set(ev["at_steps"]) | set(periodic)))
-    settings = Settings(**top, out_dir=out_dir, eval=EvalSettings(
+    ckpt = cfg.get("checkpoint")
+    if not isinstance(ckpt, DictConfig):
+        raise ConfigError("checkpoint is missing or not a node; add checkpoint.keep_last=0")
+    kept = check_fields("checkpoint", ckpt, CheckpointSettings)
+    for key in ckpt:
+        if key not in kept:
+            raise ConfigError(f"checkpoint.{key} is not a checkpoint setting{suggest(str(key), kept)}; "
+                              f"valid keys of checkpoint: {', '.join(kept)}")
+    settings = Settings(**top, out_dir=out_dir, checkpoint=CheckpointSettings(**kept), eval=EvalSettings(
         ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
         tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"]))
     check_ranges(settings)
@@ -131,9 +147,11 @@ def check_ranges(s: Settings) -> None:
     if s.eval.budget not in EVAL_BUDGETS:
         raise ConfigError(f"eval.budget={s.eval.budget} is not valid; choose one of {', '.join(EVAL_BUDGETS)}")
     check_benchmarks(s.eval.benchmarks)
-    if s.resume is not None and not os.path.isdir(s.resume):
-        raise ConfigError(f"resume={s.resume} is not a directory; give a checkpoint directory "
-                          "or resume=null")
+    if s.resume not in (None, "auto") and not os.path.isdir(s.resume):
+        raise ConfigError(f"resume={s.resume} is not a directory; give a run or checkpoint directory, "
+                          "resume=auto (this run dir's newest checkpoint, if any) or resume=null")
+    if s.checkpoint.keep_last < 0:
+        raise ConfigError(f"checkpoint.keep_last={s.checkpoint.keep_last} must be >= 0 (0: keep every checkpoint)")
 
 
 def check_benchmarks(names: tuple[str, ...]) -> None:

@@ -20,10 +20,6 @@ COMPANIONS = {
     "reward=l1_max": ["algo=lcpo", "algo.prompts.max_fraction=0.5"],
     "reward=overlong_soft": ["reward.terms.overlong_soft.fn.cache_tokens=64"],  # L_cache < the cap
     "reward=triangular": ["curriculum=budget_exponential"],
-    # refilling filters: on the debug model most groups are all-equal, so the default 10 rounds only
-    # repeat the refill (~20 s per option); 2 rounds still refill, before and after the checkpoint
-    **{f"algo={a}": ["algo.filter.max_rounds=2"] for a in ("dapo", "dler", "dler_paper")},
-    "curriculum=lspo": ["curriculum.filter.max_rounds=2"],
 }
 OPTIONS = [f"{group}={p.stem}" for group in ("algo", "reward", "curriculum")
            for p in sorted((CONF / group).glob("*.yaml"))]

@@ -4,7 +4,8 @@ Run as ``torchrun --nproc_per_node 2 deepspeed_worker.py ROOT OUT [CHUNK]``: ROO
 model (deepspeed_fixtures.build_tiny), OUT receives rank 0's results. The prompts are split unevenly
 (rank 0: prompts 0-2, rank 1: prompt 3) so that rank 1 runs empty micro-batches. For each ZeRO
 stage: one update on the rank's rows; for stage 3 also save, a second update, then a fresh trainer
-that loads the checkpoint and repeats the second update. With CHUNK: only the ZeRO-3 update, with
+that loads the checkpoint and repeats the second update; then a ZeRO-2 update in which rank 1
+skips all its rows (zero advantages), with and without skipping. With CHUNK: only the ZeRO-3 update, with
 ``logprob_chunk=CHUNK``.
 """
 from __future__ import annotations
@@ -73,9 +74,22 @@ def main(root: str, out: str) -> None:
     resumed = make_trainer(root, 3)
     resumed.load(os.path.join(out, "ckpt"))
     results["resumed"] = resumed.update(local_batch(resumed, seed=3), LOSS), resumed.weights()
+    results["skip"] = [skipped_update(root, skip) for skip in (True, False)]
     if dist.is_main():
         torch.save(results, os.path.join(out, "results.pt"))
     dist.barrier()
+
+
+def skipped_update(root: str, skip: bool) -> tuple[dict, dict]:
+    """One ZeRO-2 update where rank 1's rows all have zero advantage and the loss has no KL term:
+    with ``skip``, rank 1 runs no loss at all (no statistics of its own), yet must join the
+    reduction of rank 0's; the step equals the one without skipping."""
+    trainer = make_trainer(root, 2, skip_zero_advantage=skip)
+    batch = local_batch(trainer, seed=2)
+    if dist.rank() == 1:
+        batch = batch.with_columns(advantages_N=torch.zeros_like(batch.advantages_N))
+    stats = trainer.update(batch, ClippedSurrogate(kl_coef=0.0, aggregation="token_mean"))
+    return stats, trainer.weights()
 
 
 def main_chunked(root: str, out: str, chunk: int) -> None:

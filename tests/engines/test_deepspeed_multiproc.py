@@ -60,3 +60,15 @@ def test_zero3_sharded_checkpoint_resumes_identically(run):
     saved = load_model(ModelSpec(path=os.path.join(out, "ckpt", "model"))).state_dict()
     for key, value in results[3]["weights"].items():  # the HF copy is the state after step 1
         torch.testing.assert_close(saved[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_a_rank_that_skips_every_row_still_joins_the_reduction(run):
+    """Rank 1's rows all have zero advantage: skipping them leaves it no loss statistics, and the
+    update must neither hang nor change (a real two-task SLURM job hung here)."""
+    _, _, results = run
+    (skip_stats, skip_weights), (full_stats, full_weights) = results["skip"]
+    assert sorted(skip_stats) == sorted(full_stats)
+    for key, value in full_stats.items():
+        assert skip_stats[key] == pytest.approx(value, abs=1e-6), key
+    for key, value in full_weights.items():
+        torch.testing.assert_close(skip_weights[key], value, rtol=0, atol=1e-6, msg=key)

@@ -287,7 +287,10 @@ class DeepSpeedTrainer:
         self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = own_norm if grad_norm is None else float(grad_norm)
-        keys = sorted(sums)
+        # a rank whose rows were all skipped (zero advantage) has no statistics: every rank must
+        # still join the one all-reduce, over the keys any rank has (missing ones count as 0)
+        keys = sorted(set(sums).union(*dist.all_gather_object(sorted(sums))))
+        sums = {k: sums.get(k, torch.zeros((), dtype=torch.float64)) for k in keys}
         reduced = dist.all_reduce_sum(torch.stack([sums[k] for k in keys])) if keys else []
         result = {k: float(v) for k, v in zip(keys, reduced)}
         result.update({"optim/lr": lr, "optim/grad_norm": float(grad_norm)})
