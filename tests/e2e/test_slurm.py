@@ -72,26 +72,25 @@ def test_an_sbatch_job_with_two_tasks_trains_as_two_ranks(tmp_path):
 
 
 def test_a_time_limit_mid_run_checkpoints_requeues_and_finishes_as_if_never_stopped(tmp_path):
-    """The job's limit is 1 minute and SIGUSR1 comes 40 s before it: the run (300 short steps) is
+    """The job's limit is 1 minute and SIGUSR1 comes 40 s before it: the run (1200 steps of 16 tokens, ~40 s) is
     stopped after ~20 s, requeued by the script, and resumes."""
     run, straight = tmp_path / "run", tmp_path / "straight"
-    common = ["debug=cpu", "eval=none", "steps=300", "checkpoint_every=1000", "group_size=2",
+    common = ["debug=cpu", "eval=none", "steps=1200", "checkpoint_every=5000", "group_size=2",
               "prompts_per_step=2", "rollout.max_new_tokens=16"]
     got = subprocess.run(
         ["sbatch", "--wait", "--open-mode=append", "--time=1", "--signal=USR1@40", "--ntasks-per-node=1", "--cpus-per-task=2",
-         f"--output={tmp_path}/job-%j.out", str(ROOT / "scripts" / "slurm" / "train.sbatch"), *common,
-         "trainer=zero0"],
+         f"--output={tmp_path}/job-%j.out", str(ROOT / "scripts" / "slurm" / "train.sbatch"), *common],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
         env=child_env(RUN_DIR=str(run), PYTHON=sys.executable, OMP_NUM_THREADS="1"))
     log = "".join(p.read_text() for p in sorted(tmp_path.glob("job-*.out")))
     assert got.returncode == 0, (got.stderr, log[-3000:])
     assert "rlrun: stopped by SIGUSR1 after step" in log, log[-3000:]
     assert "resumed from" in log, log[-3000:]
-    once = subprocess.run([sys.executable, "-m", "rlrun", *common, f"hydra.run.dir={straight}"],
+    once = subprocess.run([sys.executable, "-m", "rlrun", *common, "trainer=zero2", f"hydra.run.dir={straight}"],
                           capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=900)
     assert once.returncode == 0, once.stderr[-2000:]
     got_lines, want = plain(metrics(run)), plain(metrics(straight))
-    assert [m["step"] for m in got_lines] == list(range(1, 301))
+    assert [m["step"] for m in got_lines] == list(range(1, 1201))
     for a, b in zip(got_lines, want):
         for key in b:
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
