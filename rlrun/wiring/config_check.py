@@ -35,11 +35,12 @@ class ConfigError(ValueError):
 
 def config_groups() -> dict[str, list[str]]:
     """Every config group shipped in ``rlrun.conf`` and its options (yaml file names), sorted; an
-    option in a sub-folder is named with its path, as Hydra selects it (``experiment=compare/drpo``)."""
+    option in a sub-folder is named with its path, as Hydra selects it (``experiment=compare/drpo``).
+    ``hydra/`` is not one: it holds options of Hydra's own groups (``hydra/launcher=slurm``)."""
     root = importlib.resources.files("rlrun.conf")
     groups: dict[str, list[str]] = {}
     for entry in root.iterdir():
-        if entry.is_dir() and not entry.name.startswith(("_", ".")):
+        if entry.is_dir() and not entry.name.startswith(("_", ".")) and entry.name != "hydra":
             groups[entry.name] = sorted(_options(entry))
     return dict(sorted(groups.items()))
 

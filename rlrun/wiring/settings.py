@@ -92,7 +92,7 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
         if key not in allowed:
             raise ConfigError(
                 f"{key} is not a config key{suggest(str(key), allowed)}; top-level keys: "
-                f"{', '.join(sorted(top))}; groups: {', '.join(groups)}"
+                f"{', '.join(sorted({*top, 'checkpoint'}))}; groups: {', '.join(groups)}"
             )
     if "eval" not in cfg or not isinstance(cfg.eval, DictConfig):
         raise ConfigError(f"eval is missing; choose one of eval={','.join(groups.get('eval', []))}")

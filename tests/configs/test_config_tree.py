@@ -19,7 +19,8 @@ from rlrun.wiring.build import NullLogger, accepted, build
 from rlrun.wiring.settings import COMPONENTS, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))
+GROUPS = sorted(d.name for d in CONF.iterdir()
+                if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra")  # Hydra's own
 
 
 def group_options(group: str) -> list[str]:
@@ -123,10 +124,11 @@ BAD = [
     (["reward.terms.correct=3"], "reward.terms.correct=3 is not a mapping; Composite takes terms: a mapping"),
     (["algo.loss=3"], "algo.loss=3 is not a config node with a _target_; choose an option of the algo group"),
     (["eval.at_steps=[0,101]"], "eval.at_steps=[0, 101] has steps outside 0..steps=100: [101]"),
-    (["+stepz=3"], "stepz is not a config key (did you mean steps?); top-level keys: checkpoint_every, "
-                   "group_size, prompts_per_step, resume, seed, steps; groups: " + ", ".join(GROUPS)),
-    (["resume=/nonexistent/ckpt"], "resume=/nonexistent/ckpt is not a directory; give a checkpoint "
-                                   "directory or resume=null"),
+    (["+stepz=3"], "stepz is not a config key (did you mean steps?); top-level keys: checkpoint, "
+                   "checkpoint_every, group_size, prompts_per_step, resume, seed, steps; groups: " + ", ".join(GROUPS)),
+    (["resume=/nonexistent/ckpt"], "resume=/nonexistent/ckpt is not a directory; give a run or checkpoint "
+                                   "directory, resume=auto (this run dir's newest checkpoint, if any) "
+                                   "or resume=null"),
     (["data.source._target_=rlrun.tasks.nope.Problems"],
      "data.source._target_=rlrun.tasks.nope.Problems cannot be imported: ModuleNotFoundError: "
      "No module named 'rlrun.tasks.nope'"),
@@ -158,3 +160,18 @@ def test_logger_gets_only_the_arguments_it_takes(tmp_path):
     assert accepted(compose(["logger=wandb"]), "logger", offered) == offered
     NullLogger().log(1, {"acc/train": 1.0})
     NullLogger().close({})
+
+
+
+@pytest.mark.parametrize("launcher,target", [("slurm", "SlurmLauncher"), ("local", "LocalLauncher")])
+def test_the_launchers_compose_over_submitit(launcher, target):
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-m", "rlrun", f"hydra/launcher={launcher}", "--cfg", "hydra",
+                          "-p", "hydra.launcher"], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    launcher_cfg = OmegaConf.create(got.stdout)
+    assert launcher_cfg["_target_"] == f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{target}"
+    if launcher == "slurm":
+        assert (launcher_cfg["signal_delay_s"], launcher_cfg["max_num_timeout"]) == (90, 20)
