@@ -5,6 +5,8 @@ Layout of ``<run dir>/checkpoints/step_000050/``:
   trainer/       the trainer's own state (DeepSpeed: weights, optimizer, LR schedule; every rank)
   state.pt       loop position and the state of every piece that declares ``Stateful`` (curriculum,
                  reward, ...: ``Run.pieces()``)
+  config.json    the run's config, composed and resolved: a resume continues with it
+                 (``rlrun.wiring.resume_config``)
   rng_rank<r>.pt each rank's random number generator states
   manifest.json  every file above with its size and a fingerprint (written last)
 
@@ -41,6 +43,7 @@ from rlrun.runtime import dist
 from rlrun.types import Stateful
 
 MANIFEST = "manifest.json"
+CONFIG = "config.json"  # the run's config (rlrun.wiring.resume_config)
 PARTIAL = ".partial"
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
@@ -184,6 +187,8 @@ def save(run, step: int, extra: dict | None = None, keep_last: int = 0) -> str:
     if dist.is_main():
         pieces = {name: piece.state_dict() for name, piece in run.pieces().items() if isinstance(piece, Stateful)}
         torch.save({"step": step, "pieces": pieces, "extra": extra or {}}, os.path.join(staging, "state.pt"))
+        with open(os.path.join(staging, CONFIG), "w") as f:  # what a resume continues with
+            json.dump({"composed": run.composed, "resolved": run.config}, f, indent=1)
     dist.barrier()
     if dist.is_main():
         write_manifest(staging, dist.world_size())

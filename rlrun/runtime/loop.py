@@ -81,14 +81,16 @@ def advance(run, step: int, monitor_cache: dict) -> dict[str, float]:
     return metrics
 
 
-def train(run) -> dict:
-    """Run ``run.settings.steps`` steps (continuing from a checkpoint when resuming) and return the
-    summary that is also written to ``summary.json``. A signal (``rlrun.runtime.stopping``) ends the
-    run after the current step with a checkpoint: :class:`Stopped` is raised."""
+def train(run, source: str | None = ...) -> dict:  # type: ignore[assignment]
+    """Run ``run.settings.steps`` steps (continuing from checkpoint dir ``source`` when given, None:
+    a fresh start; left out, the checkpoint ``resume=`` names) and return the summary that is also
+    written to ``summary.json``. A signal (``rlrun.runtime.stopping``) ends the run after the
+    current step with a checkpoint: :class:`Stopped` is raised."""
     s = run.settings
     began = time.perf_counter()
     start, summary = 0, {"run_dir": s.out_dir, "steps": s.steps}
-    source = checkpoint.resolve(s.resume, s.out_dir, dist.world_size()) if s.resume else None
+    if source is ...:
+        source = checkpoint.resolve(s.resume, s.out_dir, dist.world_size()) if s.resume else None
     if source is not None:
         done = checkpoint.steps_done(source)
         if done > s.steps:

@@ -85,3 +85,24 @@ def _line_step(line: str) -> int | None:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return None  # a half-written last line of a killed run
+
+
+# What a run dir holds before training writes anything: Hydra's record of the composition, its
+# (empty) job log, and the W&B run id a resume copies in.
+UNUSED = {".hydra", "rlrun.log", "wandb_run_id"}
+
+
+def remove_if_unused(out_dir: str) -> bool:
+    """Remove ``out_dir`` when it holds nothing a run wrote (``UNUSED`` only, the log empty): a run
+    that fails on its config leaves no run dir behind. Returns whether it went."""
+    try:
+        names = set(os.listdir(out_dir))
+        log = os.path.join(out_dir, "rlrun.log")
+        if not names <= UNUSED or (os.path.exists(log) and os.path.getsize(log) > 0):
+            return False
+    except OSError:
+        return False
+    import shutil
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return True

@@ -52,6 +52,7 @@ class Run:
     filter: Filter | None = None  # algo.filter, when the algorithm trains on a subset (GFPO, DAPO)
     prompts: Any = None  # algo.prompts: rewrites each step's prompts (LCPO's length instruction)
     train_rows: Any = None  # algo.train_rows: rows kept in the loss after advantages (DAPO overlong)
+    composed: dict[str, Any] | None = None  # the config with its interpolations (checkpoints keep it)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.logger.log(step, metrics)
@@ -197,4 +198,4 @@ def build_run(cfg: DictConfig, out_dir: str, engines: tuple[Any, Any] | None = N
     else:
         logger = NullLogger()
     return Run(settings, problems, verifier, reward, advantage, loss, curriculum, rollout, trainer,
-               logger, config, keep, prompts, train_rows)
+               logger, config, keep, prompts, train_rows, OmegaConf.to_container(cfg, resolve=False))

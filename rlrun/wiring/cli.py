@@ -30,12 +30,18 @@ from rlrun.wiring.config_check import ConfigError, config_groups, suggest
 PLAIN_RUN_FLAGS = ("--run", "-r")
 
 
-def fail(exc: BaseException, overrides: list[str]) -> NoReturn:
-    """Report ``exc`` as one line and exit 2, or re-raise it under HYDRA_FULL_ERROR=1."""
+def fail(exc: BaseException, overrides: list[str], out_dir: str | None = None) -> NoReturn:
+    """Report ``exc`` as one line and exit 2, or re-raise it under HYDRA_FULL_ERROR=1. A run dir
+    ``out_dir`` that holds nothing but what Hydra wrote at the start goes (rank 0)."""
+    main = os.environ.get("RANK", "0") == "0"
+    if out_dir is not None and main:
+        from rlrun.runtime.rundir import remove_if_unused
+
+        remove_if_unused(out_dir)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
     # Under a launcher every rank checks the same config: only rank 0 (launcher's RANK) says so.
-    if os.environ.get("RANK", "0") == "0":
+    if main:
         print(f"rlrun: error: {explain(exc, overrides)}", file=sys.stderr)
     sys.exit(2)
 
@@ -129,17 +135,20 @@ def app(cfg: DictConfig) -> None:
     out_dir = dist.broadcast_object(HydraConfig.get().runtime.output_dir)
     if dist.is_main():
         rundir.inherit_wandb_run(cfg.resume, out_dir)
-    try:
-        run = build_run(cfg, out_dir)
-    except ConfigError as exc:
-        fail(exc, [])
-    if dist.is_main():
-        rundir.write_environment(out_dir)
     from rlrun.runtime.checkpoint import ResumeError
     from rlrun.runtime.stopping import Stopped
 
     try:
-        summary = loop.train(run)
+        source = resume_source(cfg, out_dir)
+        if source is not None:
+            cfg = continued_config(cfg, source, out_dir)
+        run = build_run(cfg, out_dir)
+    except (ConfigError, ResumeError) as exc:
+        fail(exc, [], out_dir)
+    if dist.is_main():
+        rundir.write_environment(out_dir)
+    try:
+        summary = loop.train(run, source)
     except Stopped as stopped:  # a signal: the checkpoint is written, say so in one line
         if dist.is_main() and not stopped.said:
             print(f"rlrun: {stopped}", file=sys.stderr, flush=True)
@@ -147,6 +156,30 @@ def app(cfg: DictConfig) -> None:
     except ResumeError as exc:  # no valid checkpoint to resume from, steps below those done
         fail(exc, [])
     report.print_summary(summary)
+
+
+def resume_source(cfg: DictConfig, out_dir: str) -> str | None:
+    """The checkpoint ``resume=`` names (None: a fresh start), found before anything is built."""
+    from rlrun.runtime import checkpoint, dist
+    from rlrun.wiring.settings import read_settings
+
+    resume = read_settings(cfg, out_dir).resume
+    return checkpoint.resolve(resume, out_dir, dist.world_size()) if resume else None
+
+
+def continued_config(cfg: DictConfig, source: str, out_dir: str) -> DictConfig:
+    """The saved config of the run being resumed, with the command line's allowed changes
+    (``rlrun.wiring.resume_config``)."""
+    from hydra import compose as hydra_compose
+    from hydra.core.hydra_config import HydraConfig
+
+    from rlrun.runtime.checkpoint import steps_done
+    from rlrun.wiring.resume_config import named_keys, restored
+
+    overrides = list(HydraConfig.get().overrides.task)
+    own = [o for o in overrides if not named_keys([o])]  # Hydra's own (hydra.run.dir, launcher)
+    defaults = hydra_compose(config_name="config", overrides=own)
+    return restored(cfg, source, overrides, defaults, out_dir, steps_done(source))
 
 
 def launcher_args(argv: list[str]) -> list[str]:
@@ -169,7 +202,8 @@ def launcher_args(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point ``rlrun``."""
-    argv = launcher_args(sys.argv[1:])
+    argv = [re.sub(r"^([+~]*)resume\.allow_changes(?==|$)", r"\1resume_allow_changes", a)
+            for a in launcher_args(sys.argv[1:])]  # the spelling the docs use for the config key
     sys.argv[1:] = argv
     try:
         if not any(a.startswith("-") and a not in PLAIN_RUN_FLAGS for a in argv):

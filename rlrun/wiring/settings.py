@@ -81,6 +81,7 @@ class Settings:
     out_dir: str
     eval: EvalSettings
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    resume_allow_changes: bool = False  # a resume may change keys that change the experiment
 
 
 def read_settings(cfg: DictConfig, out_dir: str) -> Settings:

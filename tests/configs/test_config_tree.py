@@ -125,7 +125,7 @@ BAD = [
     (["algo.loss=3"], "algo.loss=3 is not a config node with a _target_; choose an option of the algo group"),
     (["eval.at_steps=[0,101]"], "eval.at_steps=[0, 101] has steps outside 0..steps=100: [101]"),
     (["+stepz=3"], "stepz is not a config key (did you mean steps?); top-level keys: checkpoint, "
-                   "checkpoint_every, group_size, prompts_per_step, resume, seed, steps; groups: " + ", ".join(GROUPS)),
+                   "checkpoint_every, group_size, prompts_per_step, resume, resume_allow_changes, seed, steps; groups: " + ", ".join(GROUPS)),
     (["resume=/nonexistent/ckpt"], "resume=/nonexistent/ckpt is not a directory; give a run or checkpoint "
                                    "directory, resume=auto (this run dir's newest checkpoint, if any) "
                                    "or resume=null"),
