@@ -281,6 +281,14 @@ class HasPromptTemplate(Protocol):
 
 
 @runtime_checkable
+class CarriesHistory(Protocol):
+    """A logger with a history of its own (W&B): a resumed run hands it the lines already logged up
+    to the checkpoint (``metrics.jsonl`` of the run being resumed) to log what it lacks."""
+
+    def carry(self, lines: list[dict[str, Any]]) -> None: ...
+
+
+@runtime_checkable
 class Closable(Protocol):
     """Holds processes or files to release at the end (math-verify's workers)."""
 

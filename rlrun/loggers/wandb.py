@@ -2,8 +2,9 @@
 
 Offline runs land in ``<run dir>/wandb/offline-run-*`` and can be uploaded later with
 ``wandb sync``; ``logger.mode=online`` logs live for users with an account. The W&B run id is kept
-in ``<run dir>/wandb_run_id`` so that a resumed rlrun run continues the same W&B run. Metrics also
-go to ``metrics.jsonl`` (the run directory's own record).
+in ``<run dir>/wandb_run_id`` so that a resumed rlrun run continues the same W&B run, and
+:meth:`WandbLogger.carry` gives that run the steps it lacks. Metrics also go to ``metrics.jsonl``
+(the run directory's own record).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from rlrun.loggers.jsonl import JsonlLogger
 
 MODES = ("offline", "online", "disabled")
+FLUSH_S = 1.0  # seconds between writes of the W&B run's history to its .wandb file
 
 
 def multirun_group() -> str | None:
@@ -57,12 +59,27 @@ class WandbLogger:
             resume="allow",
             config=config or {},
             group=group or multirun_group(),
-            settings=wandb.Settings(console="off", silent=True),
+            # the .wandb file gets the history every second (W&B's default is 15 s): a run killed
+            # with SIGKILL keeps all but its last second of history there, and carry() fills the rest
+            settings=wandb.Settings(console="off", silent=True, x_transaction_log_flush_interval=FLUSH_S),
         )
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.jsonl.log(step, metrics)
         self.run.log(dict(metrics), step=step)
+
+    def carry(self, lines: list[dict[str, Any]]) -> None:
+        """A resumed run: log the steps ``lines`` hold (metrics.jsonl of the run being resumed, up
+        to its checkpoint) that this W&B run does not have yet, so that the resumed W&B run holds
+        the whole history even when the run before it was killed before W&B wrote it out (offline:
+        a resumed run is a new offline-run dir with the same id, now complete). Online, W&B already
+        has the steps before ``run.step``; they are not sent again."""
+        have = int(self.run.step or 0)
+        for line in lines:
+            step = int(line["step"])
+            values = {k: v for k, v in line.items() if k != "step" and v is not None}
+            if step >= have and values:
+                self.run.log(values, step=step)
 
     def close(self, summary: dict[str, Any]) -> None:
         self.jsonl.close(summary)

@@ -6,6 +6,7 @@ Sampling (with a refilling filter's extra rounds) is ``rlrun.runtime.sampling``;
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -16,7 +17,7 @@ from rlrun.runtime import checkpoint, dist, report, rundir, stopping
 from rlrun.runtime.evaluation import Evaluator, end_points, gathered_metrics, verifier_counts
 from rlrun.runtime.monitor import run_monitors
 from rlrun.runtime.sampling import Sampled, sample, timed
-from rlrun.types import HasBatchMetrics, HasMetrics
+from rlrun.types import CarriesHistory, HasBatchMetrics, HasMetrics
 
 
 def train_step(run, step: int) -> dict[str, float]:
@@ -100,6 +101,9 @@ def train(run, source: str | None = ...) -> dict:  # type: ignore[assignment]
         summary.update({k: v for k, v in saved.items() if k not in ("run_dir", "steps")})
         if dist.is_main():
             rundir.drop_metrics_after(s.out_dir, start)  # re-running in the same run dir
+            if isinstance(run.logger, CarriesHistory):  # W&B: the steps a killed run did not write out
+                run_dir = os.path.normpath(os.path.join(source, os.pardir, os.pardir))
+                run.logger.carry(rundir.metrics_through(run_dir, start))
         report.line(f"resumed from {source} after step {start}")
     else:  # each rank its own stream: ranks must not draw the same samples
         if s.resume == "auto":

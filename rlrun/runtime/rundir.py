@@ -80,6 +80,16 @@ def drop_metrics_after(out_dir: str, step: int) -> int:
     return len(lines) - len(kept)
 
 
+def metrics_through(run_dir: str, step: int) -> list[dict]:
+    """The complete lines of ``run_dir/metrics.jsonl`` up to ``step`` (what a resumed run's W&B run
+    must hold), in order; none when the file is missing."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if _line_step(line) is not None and _line_step(line) <= step]
+
+
 def _line_step(line: str) -> int | None:
     try:
         return int(json.loads(line)["step"])
