@@ -31,18 +31,27 @@ PLAIN_RUN_FLAGS = ("--run", "-r")
 
 
 def fail(exc: BaseException, overrides: list[str], out_dir: str | None = None) -> NoReturn:
-    """Report ``exc`` as one line and exit 2, or re-raise it under HYDRA_FULL_ERROR=1. A run dir
-    ``out_dir`` that holds nothing but what Hydra wrote at the start goes (rank 0)."""
+    """Report ``exc`` as one line and exit 2, or re-raise it under HYDRA_FULL_ERROR=1. A single
+    run's dir ``out_dir`` that holds nothing but what Hydra wrote at the start goes; a sweep's job dir
+    stays, with the line in ``error.txt``, so that the sweep's summary names the failed job (rank 0)."""
     main = os.environ.get("RANK", "0") == "0"
+    message = explain(exc, overrides)
     if out_dir is not None and main:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
         from rlrun.runtime.rundir import remove_if_unused
 
-        remove_if_unused(out_dir)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            with open(os.path.join(out_dir, "error.txt"), "w") as f:
+                f.write(f"rlrun: error: {message}\n")
+        else:
+            remove_if_unused(out_dir)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
     # Under a launcher every rank checks the same config: only rank 0 (launcher's RANK) says so.
     if main:
-        print(f"rlrun: error: {explain(exc, overrides)}", file=sys.stderr)
+        print(f"rlrun: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -100,6 +100,7 @@ def test_a_failed_job_is_named_and_left_out_of_the_picture(tmp_path):
     result = multirun(out, "group_size=4,1")
     assert result.returncode != 0 and "group_size=1 must be >= 2" in result.stderr
     assert f"skipping run {out / '1'}: no summary.json" in result.stdout
+    assert "group_size=1 must be >= 2" in (out / "1" / "error.txt").read_text()  # the job dir says why
     assert f"Pareto picture of 1 run written to {out / 'pareto.png'}" in result.stdout
     table = rows(out)
     assert len(table) == 2 and {r["run_dir"] for r in table} == {str(out / "0")}
