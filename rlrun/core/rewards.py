@@ -3,17 +3,40 @@
 A term is any callable ``fn(batch: StepBatch) -> Tensor_N``. ``Composite`` binds names and weights to
 terms; the config group ``reward/`` builds one from yaml (``reward=[correct,format]`` merges the
 ``terms`` of both files, so their weighted sum is the reward).
+
+A term that raises, or returns anything but one float per completion, stops the step with a
+:class:`RewardError` of one line naming the term and, where it can be found, the completion.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
 import torch
 
-from rlrun.types import HasMetrics, Scored, Stateful, StepBatch
+from rlrun.types import HasMetrics, HasParts, NeedsMonitor, Scored, Stateful, StepBatch, UsesCollectives
 
 Term = Callable[[StepBatch], torch.Tensor]
+PROBE_BUDGET_S = 5.0  # the most time spent re-running a failed term on single completions
+
+
+class RewardError(RuntimeError):
+    """A reward term failed on the step's batch: it raised (the exception is ``__cause__``) or
+    returned something other than a tensor of shape (N,). ``str()`` is one line naming the term
+    ``term`` and the completion ``index`` of the batch it was given (None when unknown).
+
+    A term is called on the whole batch, so its exception does not say which completion it came
+    from. Only then, a term that declares no state, metrics, monitor, parts or collectives (re-running
+    it changes nothing that is kept and waits for no other rank) is re-run on one completion at a
+    time, for at most ``PROBE_BUDGET_S`` seconds, and the first completion that raises the same
+    exception (type and message) on its own is named; otherwise the line says "on the step's batch"
+    and why.
+    """
+
+    def __init__(self, message: str, term: str = "", index: int | None = None) -> None:
+        super().__init__(message)
+        self.term, self.index = term, index
 
 
 class Composite:
@@ -47,9 +70,16 @@ class Composite:
         values: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         for name, fn in self.fns.items():
-            value = fn(batch)
-            if value.dim() != 1:
-                raise ValueError(f"reward term {name!r} returned shape {tuple(value.shape)}, need (N,)")
+            try:
+                value = fn(batch)
+            except RewardError:  # a nested composite's term: already named
+                raise
+            except Exception as error:  # noqa: BLE001 - named and re-raised as one line
+                raise raised(name, fn, batch, error) from error
+            if not isinstance(value, torch.Tensor) or value.shape != (len(batch),):
+                got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+                raise RewardError(f"reward term {name!r} returned {got} for a batch of {len(batch)} completions, "
+                                  f"need a tensor of shape ({len(batch)},); fix the term or leave it out", name)
             if not value.is_floating_point():
                 value = value.to(torch.float32)
             values[name] = value
@@ -85,6 +115,40 @@ class Composite:
                 raise ValueError(f"checkpoint has state for reward term {name!r}, which this reward "
                                  f"does not have a stateful term of: {sorted(self.fns)}")
             self.fns[name].load_state_dict(term_state)
+
+
+def raised(name: str, fn: Term, batch: StepBatch, error: Exception) -> RewardError:
+    """The one-line :class:`RewardError` for term ``name`` raising ``error`` on ``batch``."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = type(error).__name__ + (f": {text[:300]}" + ("..." if len(text) > 300 else "") if text else "")
+    index, why = failing_completion(fn, batch, error)
+    if index is None:
+        where = f"on the step's batch of {len(batch)} completions ({why})"
+    else:
+        where = f"on completion {index} of the step's batch"
+        if batch.group_N is not None and int(batch.group_N[index]) < len(batch.problems):
+            prompt = int(batch.group_N[index])
+            where += f" (prompt {prompt}, uid {batch.problems[prompt].uid!r})"
+    return RewardError(f"reward term {name!r} raised {text} {where} at step {batch.step + 1}; "
+                       f"fix the term or leave it out of the reward", name, index)
+
+
+def failing_completion(fn: Term, batch: StepBatch, error: Exception) -> tuple[int | None, str]:
+    """The first completion on which ``fn`` alone raises what it raised on the batch (same type and
+    message), or None and why not. A term that declares state, metrics, a monitor, parts or
+    collectives is not re-run: that could change its state or wait for other ranks."""
+    if any(isinstance(fn, kind) for kind in (Stateful, HasMetrics, NeedsMonitor, HasParts, UsesCollectives)):
+        return None, "which completion is unknown: a term with state, metrics or collectives is not re-run alone"
+    deadline = time.monotonic() + PROBE_BUDGET_S
+    for index in range(len(batch)):
+        if time.monotonic() > deadline:
+            return None, f"which completion is unknown: re-running the term alone took over {PROBE_BUDGET_S:g} s"
+        try:
+            fn(batch.select(torch.tensor([index])))
+        except Exception as again:  # noqa: BLE001 - only compared with the batch's exception
+            if type(again) is type(error) and str(again) == str(error):
+                return index, ""
+    return None, "which completion is unknown: none raises it alone"
 
 
 class CorrectReward:

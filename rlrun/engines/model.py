@@ -5,10 +5,13 @@ The tiny built-in model and a Hugging Face hub model go through the same
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
+# Files one of which a model or tokenizer dir written by save_pretrained holds
+MARKERS = ("config.json", "tokenizer_config.json", "tokenizer.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -25,12 +28,55 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype={self.dtype!r} is not one of {sorted(DTYPES)}")
+        for key, value in (("model.path", self.path), ("model.tokenizer_path", self.tokenizer_path)):
+            if value is not None:
+                check_local(key, value)
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded: one line naming the path and what to give instead."""
+
+
+def looks_local(path: str) -> bool:
+    """A filesystem path rather than a hub id (``org/name`` or ``name``)."""
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or os.path.exists(path)
+
+
+def check_local(key: str, path: str) -> None:
+    """A local ``path`` must be a model dir (a ``config.json`` or a tokenizer file in it)."""
+    if not looks_local(path):
+        return  # a hub id: from_pretrained fetches it (or says why not, load_model)
+    full = os.path.expanduser(path)
+    if not os.path.exists(full):
+        raise ModelError(f"{key}={path} does not exist; give a model dir (written by save_pretrained) "
+                         "or a Hugging Face hub id")
+    if not os.path.isdir(full):
+        raise ModelError(f"{key}={path} is a file, not a model dir; give the directory holding config.json")
+    if not any(os.path.exists(os.path.join(full, name)) for name in MARKERS):
+        raise ModelError(f"{key}={path} is not a model dir (no config.json or tokenizer files in it: "
+                         f"{', '.join(sorted(os.listdir(full))[:5]) or 'empty'}); give the directory "
+                         "save_pretrained wrote")
+
+
+def fetched(key: str, path: str, load):
+    """``load(path)``, with a hub id that cannot be fetched (offline, unknown) as one line."""
+    try:
+        return load(path)
+    except OSError as exc:
+        if looks_local(path):
+            raise ModelError(f"{key}={path} could not be loaded: {str(exc).splitlines()[0]}") from exc
+        raise ModelError(
+            f"{key}={path} is not a local dir and could not be fetched from the Hugging Face Hub "
+            f"({str(exc).splitlines()[0]}); download it on a machine with network access "
+            f"(hf download {path} --local-dir <dir>) and give {key}=<dir>, or point HF_HOME at a "
+            "cache that holds it") from exc
 
 
 def load_tokenizer(spec: ModelSpec):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path or spec.path)
+    key = "model.tokenizer_path" if spec.tokenizer_path else "model.path"
+    tokenizer = fetched(key, spec.tokenizer_path or spec.path, AutoTokenizer.from_pretrained)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -41,4 +87,5 @@ def load_model(spec: ModelSpec) -> torch.nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-shard bars on every load and save are noise in a run log
-    return AutoModelForCausalLM.from_pretrained(spec.path, dtype=DTYPES[spec.dtype])
+    return fetched("model.path", spec.path,
+                   lambda path: AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[spec.dtype]))

@@ -172,12 +172,37 @@ def newest_valid(run_dir: str, ranks: int | None = None) -> str | None:
     return None
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that could not be written (a full disk, a read-only dir): its staging dir is
+    gone, the checkpoints before it and the metrics are untouched."""
+
+
 def save(run, step: int, extra: dict | None = None, keep_last: int = 0) -> str:
     """Write the checkpoint after ``step`` completed steps; returns its directory (see the module
-    docstring for the staging, manifest and ``keep_last``)."""
+    docstring for the staging, manifest and ``keep_last``). A failed write raises
+    :class:`CheckpointError` after removing what it staged."""
     root = os.path.join(run.settings.out_dir, "checkpoints")
     final = os.path.join(root, f"step_{step:06d}")
     staging = final + PARTIAL
+    try:
+        return _write(run, step, extra, keep_last, root, final, staging)
+    except Exception as exc:  # OSError; torch.save (RuntimeError) and safetensors report a full disk their own way
+        if dist.is_main():
+            shutil.rmtree(staging, ignore_errors=True)  # frees what it took; never resumed from
+        before = newest_valid(run.settings.out_dir)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        try:  # torch.save's own words for a full disk are cryptic: say how much room there is
+            first += f"; {shutil.disk_usage(root).free / 2**20:.1f} MiB free on its disk"
+        except OSError:
+            pass
+        raise CheckpointError(
+            f"the checkpoint after step {step} could not be written to {staging} ({first}); "
+            f"{'the previous checkpoint ' + before if before else 'no earlier checkpoint exists'} and "
+            f"metrics.jsonl are intact; free space or make {root} writable, then continue with resume=auto "
+            "in the same run dir") from exc
+
+
+def _write(run, step: int, extra: dict | None, keep_last: int, root: str, final: str, staging: str) -> str:
     if dist.is_main():
         shutil.rmtree(staging, ignore_errors=True)  # a save killed before: never resumed from
         os.makedirs(staging)

@@ -52,7 +52,7 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
     batch = got.batch
     local = {
         **reward_metrics(batch),
-        **{k: v for piece in (run.reward, run.filter, run.curriculum) if isinstance(piece, HasMetrics)
+        **{k: v for piece in (run.reward, run.filter, run.curriculum, run.problems) if isinstance(piece, HasMetrics)
            for k, v in piece.metrics().items()},
         "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
         **(run.curriculum.batch_metrics(batch) if isinstance(run.curriculum, HasBatchMetrics) else {}),

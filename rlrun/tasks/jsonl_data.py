@@ -7,8 +7,9 @@ same way it does on the synthetic task. Where the rows come from (``path``):
 
 * ``builtin:<name>``: a JSONL file shipped in ``rlrun/tasks/benchmarks/`` (its README.md gives
   origin, licence and answer normalisation of each), read with the standard library;
-* a ``.jsonl``, ``.json`` or ``.parquet`` file: ``datasets.load_dataset("json"|"parquet",
-  data_files=path, split="train")``;
+* a ``.jsonl`` file: read line by line with the standard library (blank lines are not rows);
+* a ``.json`` or ``.parquet`` file: ``datasets.load_dataset("json"|"parquet", data_files=path,
+  split="train")``;
 * anything else, a Hugging Face dataset id or a local directory of data files:
   ``datasets.load_dataset(path, name=config, split=split)``.
 
@@ -18,10 +19,16 @@ sequence and depends only on ``(seed, step, size)``. A refill (``attempt`` > 0, 
 takes ``size`` rows from a permutation of its own, keyed by ``(seed, step, attempt)``; it may repeat
 a row of the same step. A problem's uid is its row's id, so a question keeps its uid when it comes
 back (what per-question histories need).
+
+Rows without a question or an answer (the field absent, null or empty) and lines that are not a
+JSON object are skipped: one warning line on stderr (rank 0) names the file, how many rows and which
+(file lines from 1, or dataset row indices from 0), and the training file's count is the metric
+``data/skipped_rows``. A file with no usable row is a one-line ValueError.
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,7 @@ DEFAULT_FIELDS = {"question": "question", "answer": "answer", "id": "id",
 REQUIRED = ("question", "answer")
 META = ("level", "subject", "source")  # copied into Problem.meta when the row has them
 _TRAIN_STREAM, _REFILL_STREAM, _MONITOR_STREAM = 1, 2, 3
+SHOWN_SKIPPED = 5  # the skipped rows a warning names before "and N more"
 
 Row = tuple[str, str, str, dict[str, Any]]  # (uid, question, answer, meta)
 
@@ -49,22 +57,25 @@ def builtin_names() -> list[str]:
 
 
 def load_records(path: str, split: str = "train",
-                 config: str | None = None) -> tuple[list[dict], list[str]]:
-    """The rows of ``path`` as dicts, and the column names."""
+                 config: str | None = None) -> tuple[list[dict | None], list[str], list[int] | None]:
+    """The rows of ``path`` as dicts (None for a line of a JSONL file that is not a JSON object),
+    the column names, and each row's line in the file (None where rows are not lines)."""
     if path.startswith(BUILTIN):
         name = path[len(BUILTIN):]
         if name not in builtin_names():
             raise ValueError(f"data.source.path={path!r}: no such builtin data set; valid: "
                              + ", ".join(BUILTIN + n for n in builtin_names()))
-        with open(BENCHMARKS / f"{name}.jsonl", encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        columns = list(dict.fromkeys(key for record in records for key in record))
-        return records, columns
-    import datasets  # heavy: imported only when a file or dataset is loaded
-
+        return read_jsonl(BENCHMARKS / f"{name}.jsonl")
     suffix = Path(path).suffix.lower()
     if suffix in FILE_FORMATS and not Path(path).is_file():
         raise ValueError(f"data.source.path={path!r}: no such file")
+    if suffix == ".jsonl":
+        try:
+            return read_jsonl(Path(path))
+        except OSError as exc:
+            raise ValueError(_load_error(path, split, config, exc)) from exc
+    import datasets  # heavy: imported only when a file or dataset is loaded
+
     try:
         if suffix in FILE_FORMATS:
             data = datasets.load_dataset(FILE_FORMATS[suffix], data_files=path, split="train")
@@ -72,7 +83,26 @@ def load_records(path: str, split: str = "train",
             data = datasets.load_dataset(path, name=config, split=split)
     except Exception as exc:  # the Hub, the file system and the builders raise many kinds
         raise ValueError(_load_error(path, split, config, exc)) from exc
-    return data.to_list(), list(data.column_names)
+    return data.to_list(), list(data.column_names), None
+
+
+def read_jsonl(file: Path) -> tuple[list[dict | None], list[str], list[int]]:
+    """The non-blank lines of a JSONL file as dicts (None for a line that is not a JSON object, or
+    not UTF-8), the keys of all of them in order of appearance, and each row's line number (from 1)."""
+    records: list[dict | None] = []
+    lines: list[int] = []
+    with open(file, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                record = None
+            records.append(record if isinstance(record, dict) else None)
+            lines.append(number)
+    columns = list(dict.fromkeys(key for record in records if record is not None for key in record))
+    return records, columns, lines
 
 
 def _load_error(path: str, split: str, config: str | None, exc: BaseException) -> str:
@@ -102,6 +132,48 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _places(unit: str, numbers: list[int]) -> str:
+    """``lines 3, 7`` / ``line 3`` / ``rows 0, 2, 4, 6, 8 and 3 more``."""
+    shown = ", ".join(str(n) for n in numbers[:SHOWN_SKIPPED])
+    more = f" and {len(numbers) - SHOWN_SKIPPED} more" if len(numbers) > SHOWN_SKIPPED else ""
+    return f"{unit}{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
+def _quoted(names: list[str], conjunction: str) -> str:
+    return f" {conjunction} ".join(json.dumps(name) for name in names)
+
+
+def _has(record: dict | None, columns: list[str]) -> str:
+    """What a skipped row holds: ``has keys "problem", "solution"`` or ``is not a JSON object``."""
+    if record is None:
+        return "is not a JSON object"
+    if not record:
+        return "has no keys"
+    empty = [c for c in columns if c in record and not _text(record[c])]
+    value = "null" if all(record[c] is None for c in empty) else "empty"
+    return (f"has keys {', '.join(json.dumps(k) for k in record)}"
+            + (f" with {_quoted(empty, 'and')} {value}" if empty else ""))
+
+
+def skipped_warning(path: str, total: int, skipped: list[tuple[int, dict | None, list[str]]],
+                    unit: str, required: list[str]) -> str:
+    """The warning line for ``skipped`` = ``(line or row, record, missing columns)`` of ``total`` rows;
+    ``required`` is the question and answer columns."""
+    missing = [c for c in required if any(record is not None and c in cols for _, record, cols in skipped)]
+    why = [f"missing the {_quoted(missing, 'or')} field"] if missing else []
+    if any(record is None for _, record, _ in skipped):
+        why.append("not a JSON object" if missing else "that are not JSON objects")
+    return (f"rlrun: warning: {path}: skipped {len(skipped)} of {total} rows {' or '.join(why)} "
+            f"({_places(unit, [where for where, _, _ in skipped])})")
+
+
+def _warn(message: str) -> None:
+    from rlrun.runtime import dist  # lazy: the data source is importable without the runtime
+
+    if dist.is_main():
+        print(message, file=sys.stderr, flush=True)
+
+
 class DatasetProblems:
     """Training, held-out and monitor problems from question/answer rows (see the module docstring).
 
@@ -114,6 +186,11 @@ class DatasetProblems:
     are text (an integral float such as ``27.0`` becomes ``"27"``). ``prompt`` is the text shown to
     the model, with ``{question}`` replaced by the question (the only placeholder; other braces, as
     in ``\\boxed{}``, stay as written). ``limit`` keeps the first ``limit`` rows of ``path``.
+
+    A row without a question or an answer (absent, null or empty) or a line that is not a JSON
+    object is skipped with one warning line on stderr (``limit`` counts it among the first rows);
+    the number skipped from the training rows is ``metrics()["data/skipped_rows"]``
+    (``HasMetrics``), and a file with no usable row is a ValueError.
 
     ``held_out`` rows: ``eval_path`` (with ``eval_config``, split ``eval_split`` or "train") when
     given; else split ``eval_split`` of ``path`` when given; else the training rows themselves.
@@ -140,50 +217,61 @@ class DatasetProblems:
                 raise ValueError(f"data.source.fields.{key}={given[key]!r}: a column name is needed")
         self.fields = {**DEFAULT_FIELDS, **given}
         self.seed, self.prompt, self.path = int(seed), prompt, path
-        self.train = self._rows(path, split, config, limit)
+        self.train, self.skipped_rows = self._rows(path, split, config, limit)
         if eval_path is None and eval_split in (None, split):
             self.eval = self.train
         else:
             if eval_path is None:
-                self.eval = self._rows(path, eval_split, config, None)
+                self.eval, _ = self._rows(path, eval_split, config, None)
             else:
-                self.eval = self._rows(eval_path, eval_split or "train", eval_config, None)
+                self.eval, _ = self._rows(eval_path, eval_split or "train", eval_config, None, key="eval_path")
         self._perms: dict[tuple[int, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.train)
 
-    def _rows(self, path: str, split: str, config: str | None, limit: int | None) -> list[Row]:
+    def metrics(self) -> dict[str, float]:
+        """``data/skipped_rows``: the training rows skipped for a missing question or answer (``HasMetrics``)."""
+        return {"data/skipped_rows": float(self.skipped_rows)}
+
+    def _rows(self, path: str, split: str, config: str | None, limit: int | None,
+              key: str = "path") -> tuple[list[Row], int]:
+        """The usable rows of ``path`` and how many were skipped (warned about on stderr)."""
         if (path.startswith(BUILTIN) or Path(path).suffix.lower() in FILE_FORMATS) and split != "train":
             raise ValueError(f"split={split!r} for {path!r}: a file has one split, 'train'; "
                              "splits apply to dataset directories and Hugging Face ids")
-        records, columns = load_records(path, split, config)
+        records, columns, lines = load_records(path, split, config)
         if limit is not None:
             records = records[:limit]
+        required = [self.fields[k] for k in REQUIRED]
         if not records:
-            raise ValueError(f"data.source.path={path!r} (split={split!r}) has no rows")
-        used: dict[str, str] = {}
-        for key, column in self.fields.items():
-            if column is None:
-                continue
-            if column in columns:
-                used[key] = column
-            elif key in REQUIRED:
-                raise ValueError(f"data.source.fields.{key}={column!r} is not a column of {path!r}; "
-                                 f"available columns: {', '.join(columns)}")
+            raise ValueError(f"data.source.{key}={path!r} (split={split!r}) has no rows; expected rows "
+                             f"with the fields {_quoted(required, 'and')} (data.source.fields)")
+        used = {k: column for k, column in self.fields.items()
+                if column is not None and (k in REQUIRED or column in columns)}
         name = data_name(path)
+        unit, places = ("line", lines) if lines is not None else ("row", list(range(len(records))))
         rows: list[Row] = []
+        skipped: list[tuple[int, dict | None, list[str]]] = []
         for index, record in enumerate(records):
-            texts = {key: _text(record.get(used[key])) for key in REQUIRED}
-            for key, text in texts.items():
-                if not text:
-                    raise ValueError(f"row {index} of {path!r} has an empty {key} "
-                                     f"(column {used[key]!r}); drop the row or map another column")
+            texts = {k: _text(record.get(used[k])) for k in REQUIRED} if record is not None else {}
+            missing = [used[k] for k in REQUIRED if not texts.get(k)]
+            if missing:
+                skipped.append((places[index], record, missing))
+                continue
             uid = _text(record.get(used["id"])) if "id" in used else ""
             meta = {"dataset": name}
             meta.update({k: record[used[k]] for k in META if k in used and record.get(used[k]) is not None})
             rows.append((uid or f"{name}-{index}", texts["question"], texts["answer"], meta))
-        return rows
+        if not rows:
+            where, record, _ = skipped[0]
+            rows_text = f"{len(records)} row{'s' if len(records) > 1 else ''}"
+            raise ValueError(f"data.source.{key}={path!r}: none of its {rows_text} has both fields "
+                             f"{_quoted(required, 'and')} (data.source.fields.question/answer name the "
+                             f"columns); {unit} {where} {_has(record, required)}")
+        if skipped:
+            _warn(skipped_warning(path, len(records), skipped, unit, required))
+        return rows, len(skipped)
 
     def _problem(self, row: Row) -> Problem:
         uid, question, answer, meta = row

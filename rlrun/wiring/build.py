@@ -17,6 +17,7 @@ nodes, so ``rlrun.core`` never sees omegaconf.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -101,10 +102,17 @@ def build(cfg: DictConfig, path: str, **given: Any) -> Any:
         return instantiate(node, _partial_=True, _convert_="all")(**given)
     except InstantiationException as exc:
         if isinstance(exc.__cause__, ValueError):
-            raise ConfigError(f"{path}: {one_line(exc.__cause__)}") from exc
+            raise ConfigError(located(path, exc.__cause__)) from exc
         raise
     except ValueError as exc:
-        raise ConfigError(f"{path}: {one_line(exc)}") from exc
+        raise ConfigError(located(path, exc)) from exc
+
+
+def located(path: str, exc: ValueError) -> str:
+    """The one-line message of a component's ValueError, headed by its config path unless the
+    message already starts with the key it is about (``model.path=...``)."""
+    message = one_line(exc)
+    return message if re.match(r"^[\w.]+\.[\w]+=", message) else f"{path}: {message}"
 
 
 def accepted(cfg: DictConfig, path: str, offered: dict[str, Any]) -> dict[str, Any]:

@@ -95,8 +95,9 @@ def unknown_key(key: str, overrides: list[str]) -> str:
     return f"{key} is not a config key{suggest(leaf, keys)}; valid keys of {parent}: {', '.join(sorted(keys))}"
 
 
-def compose(overrides: list[str]) -> DictConfig:
-    """The config ``rlrun <overrides>`` would run with (Hydra's compose API, no run dir)."""
+def compose(overrides: list[str], run_dir: list[str] | None = None) -> DictConfig:
+    """The config ``rlrun <overrides>`` would run with (Hydra's compose API, no run dir);
+    ``run_dir``, when given, gets the run dir Hydra would use appended."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
@@ -106,6 +107,8 @@ def compose(overrides: list[str]) -> DictConfig:
     with initialize_config_module(config_module="rlrun.conf", version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # so that ${hydra:...} interpolations resolve
+    if run_dir is not None:
+        run_dir.append(str(cfg.hydra.run.dir))
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
@@ -117,16 +120,43 @@ def precheck(argv: list[str]) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [a for a in argv if a not in PLAIN_RUN_FLAGS]
+    run_dir: list[str] = []
     try:
-        cfg = compose(overrides)
+        cfg = compose(overrides, run_dir)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         fail(exc, overrides)
+    if run_dir:
+        probe_run_dir(run_dir[0])
     from rlrun.wiring.settings import validate
 
     try:
         validate(cfg, world_size=1)  # the world size is checked again inside the app
     except ConfigError as exc:
         fail(exc, overrides)
+
+
+def probe_run_dir(path: str) -> None:
+    """Exit 2 with one line when the run dir cannot be made or written (Hydra's own failure there is
+    a traceback); what the probe made goes again."""
+    made, parent = [], os.path.abspath(path)
+    while not os.path.exists(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
+    probe = os.path.join(path, f".rlrun-probe-{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("x")
+        os.remove(probe)
+    except OSError as exc:
+        fail(ConfigError(f"cannot write the run dir {path} ({exc.strerror}: {exc.filename}); choose a writable "
+                         "hydra.run.dir=<dir>"), [])
+    finally:
+        for directory in made:  # innermost first; Hydra makes them again
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
 
 
 @hydra.main(config_path="pkg://rlrun.conf", config_name="config", version_base="1.3")
@@ -144,7 +174,8 @@ def app(cfg: DictConfig) -> None:
     out_dir = dist.broadcast_object(HydraConfig.get().runtime.output_dir)
     if dist.is_main():
         rundir.inherit_wandb_run(cfg.resume, out_dir)
-    from rlrun.runtime.checkpoint import ResumeError
+    from rlrun.core.rewards import RewardError
+    from rlrun.runtime.checkpoint import CheckpointError, ResumeError
     from rlrun.runtime.stopping import Stopped
 
     try:
@@ -164,7 +195,32 @@ def app(cfg: DictConfig) -> None:
         sys.exit(stopped.code)
     except ResumeError as exc:  # no valid checkpoint to resume from, steps below those done
         fail(exc, [])
+    except (CheckpointError, OSError) as exc:  # a full disk, a read-only dir: what was written stays
+        stop_on(run, exc)
+    except RewardError as exc:  # a reward term raised: one line naming the term and the completion
+        stop_on(run, exc)
     report.print_summary(summary)
+
+
+def stop_on(run, exc: BaseException) -> NoReturn:
+    """A run that cannot go on (a write failed): one line, the loggers closed, exit 1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    from rlrun.runtime import dist
+
+    if isinstance(exc, OSError):
+        what = f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
+        message = (f"{what}; the run stopped; its checkpoints and metrics.jsonl written before are intact; "
+                   "fix the cause, then continue with resume=auto in the same run dir")
+    else:
+        message = str(exc)
+    try:
+        run.logger.close({"error": message})
+    except Exception:  # the logger's own files may be what failed
+        pass
+    if dist.is_main():
+        print(f"rlrun: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def resume_source(cfg: DictConfig, out_dir: str) -> str | None:

@@ -39,6 +39,8 @@ def overrides_for(group: str, option: str) -> list[str]:
         return [f"experiment={option}", "debug=cpu", *debug_overrides(option)]
     if (group, option) == ("data", "jsonl"):  # the generic option needs a file: a vendored one
         return ["data=jsonl", "data.source.path=builtin:aime24"]
+    if (group, option) == ("model", "hf"):  # any model dir or hub id (nothing is loaded here)
+        return ["model=hf", "model.path=Qwen/Qwen2.5-Math-1.5B"]
     return [f"{group}={option}"]
 
 

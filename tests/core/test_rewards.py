@@ -1,5 +1,6 @@
 """Composite reward: weighted sum of named, unweighted terms; the correct and format terms; the
 reward yaml files merged as Hydra merges ``reward=[correct,format]``."""
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,71 @@ def test_composite_saves_and_restores_the_state_of_its_stateful_terms():
     assert fresh.fns["count"].seen == 7
     with pytest.raises(ValueError, match="reward term 'kimi'"):
         fresh.load_state_dict({"kimi": {}})
+
+
+def boom_on_c(step):
+    """A plain (vectorised) term that raises for the completion whose text is "c" (index 2)."""
+    if "c" in step.texts:
+        raise ValueError("boom")
+    return step.correct_N.float()
+
+
+def test_a_raising_term_is_one_line_naming_the_term_and_the_completion():
+    from rlrun.core.rewards import RewardError
+
+    reward = Composite({"correct": {"weight": 1.0, "fn": CorrectReward()},
+                        "boom": {"weight": 0.5, "fn": boom_on_c}})
+    with pytest.raises(RewardError) as caught:
+        reward(_step())
+    assert str(caught.value) == ("reward term 'boom' raised ValueError: boom on completion 2 of the step's batch "
+                                 "(prompt 1, uid 'p1') at step 1; fix the term or leave it out of the reward")
+    assert (caught.value.term, caught.value.index) == ("boom", 2)
+    assert isinstance(caught.value.__cause__, ValueError) and isinstance(caught.value, RuntimeError)
+
+
+class StatefulBoom(CountingTerm):
+    """A stateful term that raises: it is not re-run on single completions (its state would change)."""
+
+    def __call__(self, step):
+        self.seen += len(step.correct_N)
+        raise KeyError("no such\nkey")
+
+
+def test_a_raising_term_that_cannot_be_re_run_is_named_on_the_batch():
+    from rlrun.core.rewards import RewardError
+
+    term = StatefulBoom()
+    with pytest.raises(RewardError) as caught:
+        Composite({"boom": {"weight": 1.0, "fn": term}})(_step())
+    assert str(caught.value) == (
+        "reward term 'boom' raised KeyError: 'no such\\nkey' on the step's batch of 4 completions (which completion "
+        "is unknown: a term with state, metrics or collectives is not re-run alone) at step 1; fix the term or "
+        "leave it out of the reward")
+    assert caught.value.index is None and term.seen == 4  # called once, on the batch
+
+
+def test_a_term_that_raises_only_on_the_whole_batch_is_named_on_the_batch():
+    from rlrun.core.rewards import RewardError
+
+    def needs_three_correct(step):
+        if len(step) > 1 and step.correct_N.sum() < 3:
+            raise RuntimeError("too few correct\n  answers")
+        return step.correct_N
+
+    with pytest.raises(RewardError, match=r"^reward term 'group' raised RuntimeError: too few correct answers on "
+                                          r"the step's batch of 4 completions \(which completion is unknown: none "
+                                          r"raises it alone\) at step 1; ") as caught:
+        Composite({"group": {"weight": 1.0, "fn": needs_three_correct}})(_step())
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("returned, says", [
+    (torch.zeros(4, 2), "returned shape (4, 2) for a batch of 4 completions, need a tensor of shape (4,)"),
+    (torch.zeros(1), "returned shape (1,) for a batch of 4 completions, need a tensor of shape (4,)"),
+    ([0.0] * 4, "returned list for a batch of 4 completions, need a tensor of shape (4,)"),
+], ids=["2d", "broadcast", "list"])
+def test_a_term_returning_the_wrong_shape_is_one_line(returned, says):
+    from rlrun.core.rewards import RewardError
+
+    with pytest.raises(RewardError, match=r"^reward term 'bad' " + re.escape(says) + "; fix the term"):
+        Composite({"bad": {"weight": 1.0, "fn": lambda step: returned}})(_step())

@@ -33,7 +33,13 @@ def options():
 @pytest.mark.parametrize("group,option", list(options()))
 def test_option_runs_two_debug_steps(group, option, tmp_path):
     dist.init()
-    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none", *(debug_overrides(option) if group == "experiment" else [])])
+    extra = debug_overrides(option) if group == "experiment" else []
+    if (group, option) == ("model", "hf"):  # any model dir: the tiny model's, loaded the generic way
+        from rlrun.tasks.tiny_model import tiny_model_spec
+
+        spec = tiny_model_spec()
+        extra = [f"model.path={spec.path}", f"model.tokenizer_path={spec.tokenizer_path}"]
+    cfg = compose([f"{group}={option}", "debug=cpu", "eval=none", *extra])
     run = build_run(cfg, str(tmp_path))
     summary = loop.train(run)
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 
 from rlrun.wiring.cli import compose
 from rlrun.tasks.jsonl_data import DEFAULT_PROMPT, DatasetProblems, builtin_names
+from rlrun.types import HasMetrics
 
 ROWS = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "amc": 83, "minerva": 272,
         "olympiadbench": 675, "gsm8k_test": 1319, "gsm8k_train": 7473, "math_train": 7468,
@@ -147,8 +148,8 @@ def test_field_mapping_id_fallback_and_float_answers(tmp_path):
         ("mine-0", "Q: What is 2+3?\nA:", "5"), ("mine-1", "Q: What is 7*6?\nA:", "42"),
         ("mine-2", "Q: Half of 5?\nA:", "2.5")]
     assert [p.meta.get("level") for p in rows] == [1, 3, None]
-    with pytest.raises(ValueError, match=r"fields.question='question' is not a column of .*mine.jsonl'; "
-                                         r"available columns: problem, solution, difficulty"):
+    with pytest.raises(ValueError, match=r"mine.jsonl': none of its 3 rows has both fields \"question\" and "
+                                         r"\"answer\" .*; line 1 has keys \"problem\", \"solution\", \"difficulty\"$"):
         DatasetProblems(str(path), seed=0)
     with pytest.raises(ValueError, match="unknown key.*qestion; valid: question, answer, id"):
         DatasetProblems(str(path), seed=0, fields={"qestion": "problem"})
@@ -193,10 +194,76 @@ def test_missing_files_and_bad_settings_are_one_line_errors(tmp_path):
         DatasetProblems("builtin:aime24", seed=0, limit=0)
     with pytest.raises(ValueError, match=r"split='test' for 'builtin:aime24': a file has one split"):
         DatasetProblems("builtin:aime24", seed=0, split="test")
-    empty = write_jsonl(tmp_path / "holes.jsonl", [{"question": "x?", "answer": "1"},
-                                                   {"question": "y?", "answer": ""}])
-    with pytest.raises(ValueError, match=r"row 1 of .*holes.jsonl' has an empty answer"):
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    with pytest.raises(ValueError, match=r"empty.jsonl' \(split='train'\) has no rows; expected rows with the "
+                                         r"fields \"question\" and \"answer\" \(data.source.fields\)$"):
         DatasetProblems(str(empty), seed=0)
+
+
+def test_rows_without_a_question_or_answer_are_skipped_counted_and_warned_about(tmp_path, capsys):
+    lines = [json.dumps({"question": "1+1?", "answer": "2"}),
+             json.dumps({"answer": "3"}),                      # line 2: no question
+             "",                                                # blank: not a row
+             json.dumps({"question": "2+2?"}),                  # line 4: no answer
+             json.dumps({"question": "3+3?", "answer": None}),  # line 5: null answer
+             json.dumps({"question": "4+4?", "answer": "8"}),
+             "[1, 2]",                                          # line 7: not an object
+             "{\"question\": \"5+5?\", \"answer\":",              # line 8: not JSON
+             json.dumps({"question": " ", "answer": "9"}),      # line 9: empty question
+             json.dumps({"question": "6+6?", "answer": 12.0})]
+    path = tmp_path / "holes.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    source = DatasetProblems(str(path), seed=0)
+    assert [(p.uid, p.answer) for p in source.held_out(10)] == [("holes-0", "2"), ("holes-4", "8"),
+                                                               ("holes-8", "12")]
+    assert len(source) == 3 and source.skipped_rows == 6
+    assert source.metrics() == {"data/skipped_rows": 6.0}
+    assert isinstance(source, HasMetrics)
+    assert capsys.readouterr().err == (
+        f"rlrun: warning: {path}: skipped 6 of 9 rows missing the \"question\" or \"answer\" field or not a "
+        "JSON object (lines 2, 4, 5, 7, 8 and 1 more)\n")
+    # a held-out file's skipped rows are warned about but not counted in the training metric
+    held = write_jsonl(tmp_path / "held.jsonl", [{"question": "x?", "answer": "1"}, {"question": "y?"},
+                                                 {"question": "z?", "answer": ""}])
+    source = DatasetProblems(str(path), seed=0, eval_path=str(held))
+    assert [p.uid for p in source.held_out(10)] == ["held-0"] and source.metrics() == {"data/skipped_rows": 6.0}
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"rlrun: warning: {held}: skipped 2 of 3 rows missing the \"answer\" field (lines 2, 3)")
+
+
+def test_skipped_rows_of_a_parquet_file_are_row_indices_and_only_rank_0_warns(tmp_path, capsys, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlrun.runtime import dist
+
+    pq.write_table(pa.table({"problem": ["a?", "b?", None, "d?"], "answer": ["1", None, "3", "4"]}),
+                   tmp_path / "set.parquet")
+    source = DatasetProblems(str(tmp_path / "set.parquet"), seed=0, fields={"question": "problem"})
+    assert [p.uid for p in source.held_out(10)] == ["set-0", "set-3"]
+    err = capsys.readouterr().err  # after the progress bars of datasets
+    assert [line for line in err.splitlines() if line.startswith("rlrun:")] == [
+        f"rlrun: warning: {tmp_path / 'set.parquet'}: skipped 2 of 4 rows missing the \"problem\" or \"answer\" "
+        "field (rows 1, 2)"]
+    monkeypatch.setattr(dist, "is_main", lambda: False)
+    assert DatasetProblems(str(tmp_path / "set.parquet"), seed=0, fields={"question": "problem"}).skipped_rows == 2
+    assert "rlrun:" not in capsys.readouterr().err
+
+
+def test_a_file_without_a_usable_row_is_one_value_error(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"problem": "1+1?", "answer": None}, {"problem": "2+2?"}])
+    with pytest.raises(ValueError) as caught:
+        DatasetProblems(str(path), seed=0)
+    assert str(caught.value) == (
+        f"data.source.path='{path}': none of its 2 rows has both fields \"question\" and \"answer\" "
+        "(data.source.fields.question/answer name the columns); line 1 has keys \"problem\", \"answer\" "
+        "with \"answer\" null")
+    with pytest.raises(ValueError, match=r"none of its 2 rows has both fields \"problem\" and \"solution\" "):
+        DatasetProblems(str(path), seed=0, fields={"question": "problem", "answer": "solution"})
+    (tmp_path / "text.jsonl").write_text("\nquestion: 1+1?\n")
+    with pytest.raises(ValueError, match=r"text.jsonl': none of its 1 row has .*; line 2 is not a JSON object$"):
+        DatasetProblems(str(tmp_path / "text.jsonl"), seed=0)
+    assert capsys.readouterr().err == ""  # an error, not also a warning
 
 
 def test_default_prompt_keeps_the_boxed_braces():

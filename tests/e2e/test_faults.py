@@ -1,0 +1,118 @@
+"""Faults and bad input on the real ``rlrun`` command: each gives one line on stderr naming the bad
+value or file and what to do, a non-zero exit, and leaves what was written before intact."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from conftest import child_env
+from rlrun.runtime import checkpoint
+
+QUICK = ["debug=cpu", "eval=none"]
+
+
+def rlrun(*args: str, preexec=None, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rlrun", *args], capture_output=True, text=True,
+                          env=child_env(OMP_NUM_THREADS="1", **env), timeout=300, preexec_fn=preexec)
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("rlrun: error: "), lines
+    return lines[0]
+
+
+def snapshot(directory) -> dict[str, str]:
+    """Every file under ``directory`` with the SHA-256 of its bytes."""
+    found = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+@pytest.mark.parametrize("path,says", [
+    ("/nonexistent/model", "model.path=/nonexistent/model does not exist; give a model dir"),
+    ("{tmp}/notamodel", "model.path={tmp}/notamodel is not a model dir (no config.json or tokenizer files in it: "
+                        "notes.txt)"),
+    ("{tmp}/notamodel/notes.txt", "model.path={tmp}/notamodel/notes.txt is a file, not a model dir"),
+    ("Qwen/Qwen2.5-0.5B", "model.path=Qwen/Qwen2.5-0.5B is not a local dir and could not be fetched from the "
+                          "Hugging Face Hub ("),
+], ids=["missing", "not-a-model-dir", "a-file", "hub-id-offline"])
+def test_a_bad_model_path_is_one_line_and_leaves_no_run_dir(path, says, tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    (tmp_path / "notamodel" / "notes.txt").write_text("hello")
+    out = tmp_path / "run"
+    done = rlrun(*QUICK, "model=hf", f"model.path={path.format(tmp=tmp_path)}", f"hydra.run.dir={out}",
+                 HF_HUB_OFFLINE="1")
+    assert done.returncode == 2
+    assert one_error_line(done).startswith(f"rlrun: error: {says.format(tmp=tmp_path)}")
+    assert not out.exists()
+
+
+def limit_file_size(limit: int):
+    def apply() -> None:  # in the child: no file may grow past ``limit`` bytes (EFBIG, "File too large")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previous_one(tmp_path):
+    out = tmp_path / "run"
+    args = [*QUICK, "steps=4", "checkpoint_every=2", f"hydra.run.dir={out}"]
+    first = rlrun(*args[:-2], "steps=2", "checkpoint_every=2", f"hydra.run.dir={out}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = snapshot(out / "checkpoints")
+    # the next save cannot write its model weights (~2 MB): the disk as good as full
+    done = rlrun(*args, "resume=auto", preexec=limit_file_size(1 << 20))
+    assert done.returncode == 1
+    line = one_error_line(done)
+    assert line.startswith(f"rlrun: error: the checkpoint after step 4 could not be written to "
+                           f"{out / 'checkpoints' / 'step_000004.partial'} (")
+    assert (f"the previous checkpoint {out / 'checkpoints' / 'step_000002'} and metrics.jsonl are intact"
+            in line)
+    assert snapshot(out / "checkpoints") == kept  # nothing staged left, the old checkpoint as it was
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert checkpoint.problem(str(out / "checkpoints" / "step_000002")) is None
+    again = rlrun(*args, "resume=auto")  # space again: the run finishes from step 2
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_what_was_written(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], check=True)
+    try:
+        out = disk / "run"
+        done = rlrun(*QUICK, "steps=6", "checkpoint_every=2", f"hydra.run.dir={out}")  # ~8 MB a checkpoint
+        assert done.returncode == 1
+        line = one_error_line(done)
+        assert line.startswith(f"rlrun: error: the checkpoint after step 4 could not be written to "
+                               f"{out / 'checkpoints' / 'step_000004.partial'} (")
+        assert " MiB free on its disk); the previous checkpoint " in line
+        assert sorted(os.listdir(out / "checkpoints")) == ["latest", "step_000002"]
+        assert checkpoint.problem(str(out / "checkpoints" / "step_000002")) is None
+        assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        again = rlrun(*QUICK, "steps=6", "checkpoint_every=2", f"hydra.run.dir={out}", "resume=auto")
+        assert again.returncode == 0, again.stderr[-2000:]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_an_unwritable_run_dir_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    done = rlrun(*QUICK, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert done.returncode == 2
+    assert one_error_line(done).startswith(f"rlrun: error: cannot write the run dir {tmp_path / 'file' / 'run'}")
