@@ -280,6 +280,11 @@ class HasPromptTemplate(Protocol):
     prompt: str
 
 
+class UpdatesFailed(RuntimeError):
+    """Raised by a trainer's ``update`` when updates keep failing (``trainer.max_bad_steps`` NaN/inf
+    updates in a row): the loop checkpoints the last good state and the run stops."""
+
+
 @runtime_checkable
 class CarriesHistory(Protocol):
     """A logger with a history of its own (W&B): a resumed run hands it the lines already logged up

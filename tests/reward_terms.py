@@ -14,3 +14,15 @@ class RaisesFromStep:
         if batch.step >= self.step:
             raise ValueError("boom")
         return batch.correct_N.float()
+
+
+class NaNFromStep:
+    """Correctness until loop step ``step`` (0-based), then NaN for every completion: the
+    advantages, the loss and the gradients of those steps are NaN."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = int(step)
+
+    def __call__(self, batch):
+        reward = batch.correct_N.float()
+        return reward * float("nan") if batch.step >= self.step else reward

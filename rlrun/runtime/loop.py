@@ -17,7 +17,7 @@ from rlrun.runtime import checkpoint, dist, report, rundir, stopping
 from rlrun.runtime.evaluation import Evaluator, end_points, gathered_metrics, verifier_counts
 from rlrun.runtime.monitor import run_monitors
 from rlrun.runtime.sampling import Sampled, sample, timed
-from rlrun.types import CarriesHistory, HasBatchMetrics, HasMetrics
+from rlrun.types import CarriesHistory, HasBatchMetrics, HasMetrics, UpdatesFailed
 
 
 def train_step(run, step: int) -> dict[str, float]:
@@ -116,7 +116,10 @@ def train(run, source: str | None = ...) -> dict:  # type: ignore[assignment]
     stop = stopping.Stop().install()
     try:
         for step in range(start, s.steps):
-            metrics = advance(run, step, monitor_cache)
+            try:
+                metrics = advance(run, step, monitor_cache)
+            except UpdatesFailed as exc:
+                give_up(run, step, summary, exc)
             report.progress(step + 1, s.steps, metrics)
             evaluate(run, evaluator, step + 1, summary)
             signum = stop.agreed()
@@ -155,6 +158,19 @@ def stop_after(run, step: int, summary: dict, signum: int, evaluator: Evaluator,
         print(f"rlrun: {message}", file=sys.stderr, flush=True)
     stop.pass_on(signum)
     raise stopping.Stopped(signum, message, said)
+
+
+def give_up(run, step: int, summary: dict, exc: UpdatesFailed) -> None:
+    """Updates kept failing during step ``step + 1``: the weights are still those of the last good
+    update, so the state after ``step`` steps is checkpointed (unless that checkpoint exists) and
+    the run stops with one line (:class:`UpdatesFailed`)."""
+    kept = "no step was completed; nothing was checkpointed"
+    if step > 0:
+        final = os.path.join(run.settings.out_dir, "checkpoints", f"step_{step:06d}")
+        kept = f"the last good state is in {final if os.path.isdir(final) else save(run, step, summary)}"
+    raise UpdatesFailed(f"{exc} during step {step + 1}; the run stopped: {kept}; look for a reward or advantage "
+                        "that gives NaN (reward/* in metrics.jsonl), lower trainer.optim.lr, or raise "
+                        "trainer.max_bad_steps") from exc
 
 
 def evaluate(run, evaluator: Evaluator, step: int, summary: dict) -> None:

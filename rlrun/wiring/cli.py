@@ -175,6 +175,7 @@ def app(cfg: DictConfig) -> None:
     if dist.is_main():
         rundir.inherit_wandb_run(cfg.resume, out_dir)
     from rlrun.core.rewards import RewardError
+    from rlrun.types import UpdatesFailed
     from rlrun.runtime.checkpoint import CheckpointError, ResumeError
     from rlrun.runtime.stopping import Stopped
 
@@ -197,7 +198,7 @@ def app(cfg: DictConfig) -> None:
         fail(exc, [])
     except (CheckpointError, OSError) as exc:  # a full disk, a read-only dir: what was written stays
         stop_on(run, exc)
-    except RewardError as exc:  # a reward term raised: one line naming the term and the completion
+    except (RewardError, UpdatesFailed) as exc:  # a reward term raised; NaN/inf updates kept coming
         stop_on(run, exc)
     report.print_summary(summary)
 

@@ -116,3 +116,40 @@ def test_an_unwritable_run_dir_is_one_line(tmp_path):
     done = rlrun(*QUICK, f"hydra.run.dir={tmp_path / 'file' / 'run'}")
     assert done.returncode == 2
     assert one_error_line(done).startswith(f"rlrun: error: cannot write the run dir {tmp_path / 'file' / 'run'}")
+
+
+def nan_reward_from(step: int) -> list[str]:
+    """A reward term (tests/reward_terms.py) that is NaN from loop step ``step`` (0-based) on."""
+    return [f"+reward.terms.nan={{weight:0.0,fn:{{_target_:reward_terms.NaNFromStep,step:{step}}}}}"]
+
+
+def with_tests_on_path() -> dict[str, str]:
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+
+
+def test_nan_updates_are_skipped_and_counted(tmp_path):
+    out = tmp_path / "run"
+    done = rlrun(*QUICK, "steps=4", "checkpoint_every=2", "trainer.max_bad_steps=0", *nan_reward_from(2),
+                 f"hydra.run.dir={out}", **with_tests_on_path())
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["optim/skipped_steps"] for m in lines] == [0.0, 0.0, 1.0, 2.0]
+    assert [m["optim/grad_norm"] is None for m in lines] == [False, False, True, True]  # NaN: null in JSON
+    weights = [snapshot(out / "checkpoints" / f"step_00000{k}" / "model")["model.safetensors"] for k in (2, 4)]
+    assert weights[0] == weights[1]  # no optimizer step at all (AdamW's momentum would move them)
+
+
+def test_max_bad_steps_in_a_row_stop_the_run_with_the_last_good_state(tmp_path):
+    out = tmp_path / "run"
+    done = rlrun(*QUICK, "steps=6", "checkpoint_every=100", "trainer.max_bad_steps=2", *nan_reward_from(1),
+                 f"hydra.run.dir={out}", **with_tests_on_path())
+    assert done.returncode == 1
+    ckpt = out / "checkpoints" / "step_000002"
+    assert one_error_line(done) == (
+        "rlrun: error: the loss or its gradients were NaN or inf in 2 updates in a row (trainer.max_bad_steps=2); "
+        "each was skipped (optim/skipped_steps) during step 3; the run stopped: the last good state is in "
+        f"{ckpt}; look for a reward or advantage that gives NaN (reward/* in metrics.jsonl), lower "
+        "trainer.optim.lr, or raise trainer.max_bad_steps")
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert checkpoint.problem(str(ckpt)) is None and not (out / "summary.json").exists()

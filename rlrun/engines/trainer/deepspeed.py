@@ -29,6 +29,7 @@ completion over the ranks, so that all make as many calls.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,7 @@ from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
 from rlrun.engines.trainer.batching import columns, head_logp, micro_batches, pack, token_logp
 from rlrun.engines.trainer.optim import OptimSettings, lr_factor, param_groups
-from rlrun.types import LossNorm, StepBatch
+from rlrun.types import LossNorm, StepBatch, UpdatesFailed
 
 # Causal LMs whose forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (transformers
 # 5.23: nothing in between or after, no logit scaling or soft-capping): chunked log-probs serve them.
@@ -65,6 +66,15 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class BadUpdates(UpdatesFailed):
+    """``max_bad_steps`` updates in a row had a NaN/inf loss or gradient: the run stops."""
+
+    def __init__(self, in_a_row: int, limit: int) -> None:
+        super().__init__(f"the loss or its gradients were NaN or inf in {in_a_row} updates in a row "
+                         f"(trainer.max_bad_steps={limit}); each was skipped (optim/skipped_steps)")
+        self.in_a_row = in_a_row
+
+
 class DeepSpeedTrainer:
     """The policy under DeepSpeed (see the module docstring). ``zero_stage`` 0, 2 or 3;
     ``micro_batch_size`` rows per forward; ``total_steps`` sizes the cosine schedule;
@@ -76,7 +86,12 @@ class DeepSpeedTrainer:
     ``logprob_chunk``: at most this many completion positions have logits at once (module
     docstring); 0 = all of them. Only for ``CHUNKED_MODEL_TYPES``: another model type warns and
     keeps the plain path (its forward may change the logits after the head). Under ZeRO-3 every
-    chunk gathers the head's weight anew (forward, and recomputation and backward in ``update``)."""
+    chunk gathers the head's weight anew (forward, and recomputation and backward in ``update``).
+    ``max_bad_steps``: an update whose loss (any micro-batch, any rank) or, without ZeRO, whose
+    gradient norm is NaN or inf is skipped (gradients dropped, no optimizer or schedule step) and
+    counted in ``optim/skipped_steps``; after this many such updates in a row ``update`` raises
+    :class:`BadUpdates` (0: never). Under ZeRO-2/3 the gradients are partitioned inside the
+    optimizer by the time the norm exists, so only the loss is checked before the step."""
 
     def __init__(
         self,
@@ -88,6 +103,7 @@ class DeepSpeedTrainer:
         deepspeed_config: Mapping[str, Any] | None = None,
         skip_zero_advantage: bool = True,
         logprob_chunk: int = 512,
+        max_bad_steps: int = 3,
     ) -> None:
         if zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
@@ -95,6 +111,11 @@ class DeepSpeedTrainer:
             raise ValueError(f"micro_batch_size={micro_batch_size} must be >= 1")
         if logprob_chunk < 0:
             raise ValueError(f"logprob_chunk={logprob_chunk} must be >= 0 (0 = no chunking)")
+        if max_bad_steps < 0:
+            raise ValueError(f"max_bad_steps={max_bad_steps} must be >= 0 (0: never stop on NaN/inf updates)")
+        self.max_bad_steps = int(max_bad_steps)
+        self.skipped_steps = 0  # updates skipped for a NaN/inf loss or gradient, over the run
+        self.bad_in_a_row = 0
         dist.init()
         import deepspeed  # lazy: heavy dependency, after dist.init() chose the accelerator
 
@@ -269,6 +290,7 @@ class DeepSpeedTrainer:
         if self.skip_zero_advantage and loss.zero_advantage_is_zero_loss:
             rows = (batch.advantages_N != 0).nonzero().squeeze(1)
         plan = self._plan(batch, rows)
+        bad = False
         for step, index in enumerate(plan):
             # Gradients add up over the micro-batches; the last one is the reduction boundary.
             self.engine.set_gradient_accumulation_boundary(step == len(plan) - 1)
@@ -280,10 +302,16 @@ class DeepSpeedTrainer:
             if micro.old_logp_NT is None:  # on-policy: pi_old is the policy of this very forward
                 micro.old_logp_NT = logp.detach()
             value, stats = loss(logp, micro)
+            if not bool(torch.isfinite(value)):  # still one backward: the ranks reduce together
+                bad, value = True, logp.sum() * 0.0
             self.engine.backward(value * scale, scale_wrt_gas=False)
             for key, stat in stats.items():
                 sums[key] = sums.get(key, 0.0) + stat.detach().double().cpu()
         own_norm = self._grad_norm() if self.zero_stage == 0 else None
+        bad = bad or (own_norm is not None and not math.isfinite(own_norm))
+        if dist.all_reduce_sum(torch.tensor([float(bad)]))[0] > 0:
+            return self._skip(sums)
+        self.bad_in_a_row = 0
         self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()
         grad_norm = own_norm if grad_norm is None else float(grad_norm)
@@ -293,8 +321,23 @@ class DeepSpeedTrainer:
         sums = {k: sums.get(k, torch.zeros((), dtype=torch.float64)) for k in keys}
         reduced = dist.all_reduce_sum(torch.stack([sums[k] for k in keys])) if keys else []
         result = {k: float(v) for k, v in zip(keys, reduced)}
-        result.update({"optim/lr": lr, "optim/grad_norm": float(grad_norm)})
+        result.update({"optim/lr": lr, "optim/grad_norm": float(grad_norm),
+                       "optim/skipped_steps": float(self.skipped_steps)})
         return result
+
+    def _skip(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Drop a NaN/inf update's gradients instead of stepping; count it (``max_bad_steps``)."""
+        self.engine.zero_grad()
+        if self.zero_stage > 0:
+            self.engine.optimizer.zero_grad()
+        self.skipped_steps += 1
+        self.bad_in_a_row += 1
+        if self.max_bad_steps and self.bad_in_a_row >= self.max_bad_steps:
+            raise BadUpdates(self.bad_in_a_row, self.max_bad_steps)
+        lr = float(self.engine.get_lr()[0])
+        keys = sorted(set(sums).union(*dist.all_gather_object(sorted(sums))))
+        return {**{k: float("nan") for k in keys}, "optim/lr": lr, "optim/grad_norm": float("nan"),
+                "optim/skipped_steps": float(self.skipped_steps)}
 
     def _grad_norm(self) -> float:
         """Global L2 norm of the (already all-reduced) gradients without ZeRO."""
@@ -332,11 +375,15 @@ class DeepSpeedTrainer:
             self.engine.module.save_pretrained(model_dir, state_dict=state)
             apart = self.spec.tokenizer_path not in (None, self.spec.path)
             self.tokenizer.save_pretrained(os.path.join(directory, "tokenizer") if apart else model_dir)
-        self.engine.save_checkpoint(os.path.join(directory, "trainer"), tag="state")
+        self.engine.save_checkpoint(os.path.join(directory, "trainer"), tag="state",
+                                    client_state={"skipped_steps": self.skipped_steps,
+                                                  "bad_in_a_row": self.bad_in_a_row})
         dist.barrier()
 
     def load(self, directory: str) -> None:
         """Restore what ``save`` wrote in ``directory/trainer`` (model, optimizer, scheduler)."""
-        path, _ = self.engine.load_checkpoint(os.path.join(directory, "trainer"), tag="state")
+        path, client = self.engine.load_checkpoint(os.path.join(directory, "trainer"), tag="state")
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint under {directory}/trainer")
+        self.skipped_steps = int((client or {}).get("skipped_steps", 0))
+        self.bad_in_a_row = int((client or {}).get("bad_in_a_row", 0))
