@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from rlrun.wiring import run_dirs  # noqa: F401  (registers ${rlrun_fresh:...}, the run dir's resolver)
 from rlrun.wiring.config_check import ConfigError, config_groups, suggest
 
 # Flags that don't take the pre-check; --run/-r is a plain run.
@@ -36,6 +38,10 @@ def fail(exc: BaseException, overrides: list[str], out_dir: str | None = None) -
     stays, with the line in ``error.txt``, so that the sweep's summary names the failed job (rank 0)."""
     main = os.environ.get("RANK", "0") == "0"
     message = explain(exc, overrides)
+    if out_dir is None and run_dirs.claimed():  # the pre-check claimed the run dir Hydra would use
+        from rlrun.runtime.rundir import remove_if_unused
+
+        remove_if_unused(run_dirs.claimed())
     if out_dir is not None and main:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -171,7 +177,10 @@ def app(cfg: DictConfig) -> None:
     if cfg.resume is None and "submitit" in str(HydraConfig.get().launcher.get("_target_", "")):
         cfg.resume = "auto"  # a requeued SLURM job continues from its own checkpoint
     # Every rank writes to rank 0's run dir (ranks may start in different seconds).
-    out_dir = dist.broadcast_object(HydraConfig.get().runtime.output_dir)
+    own = HydraConfig.get().runtime.output_dir
+    out_dir = dist.broadcast_object(own)
+    if not dist.is_main() and own != out_dir and own == run_dirs.claimed():
+        shutil.rmtree(own, ignore_errors=True)  # this rank's private dir (rlrun.wiring.run_dirs)
     if dist.is_main():
         rundir.inherit_wandb_run(cfg.resume, out_dir)
     from rlrun.core.rewards import RewardError
@@ -271,6 +280,8 @@ def main() -> None:
     argv = [re.sub(r"^([+~]*)resume\.allow_changes(?==|$)", r"\1resume_allow_changes", a)
             for a in launcher_args(sys.argv[1:])]  # the spelling the docs use for the config key
     sys.argv[1:] = argv
+    run_dirs.dry = any(a.split("=")[0] in ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve")
+                       for a in argv)
     try:
         if not any(a.startswith("-") and a not in PLAIN_RUN_FLAGS for a in argv):
             precheck(argv)

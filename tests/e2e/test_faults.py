@@ -153,3 +153,39 @@ def test_max_bad_steps_in_a_row_stop_the_run_with_the_last_good_state(tmp_path):
         "trainer.optim.lr, or raise trainer.max_bad_steps")
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert checkpoint.problem(str(ckpt)) is None and not (out / "summary.json").exists()
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_run_dirs(tmp_path):
+    # the seconds the two runs may start in are all taken already: each must claim a dir of its own
+    import datetime
+
+    now = datetime.datetime.now()
+    taken = set()
+    for offset in range(-2, 40):
+        moment = now + datetime.timedelta(seconds=offset)
+        taken.add(tmp_path / "outputs" / moment.strftime("%Y-%m-%d") / moment.strftime("%H-%M-%S"))
+    for directory in taken:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "other-run.txt").write_text("mine")
+    command = [sys.executable, "-m", "rlrun", *QUICK, "steps=1", "trainer.micro_batch_size=8"]
+    env = child_env(OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    run_dirs = [out.strip().splitlines()[-1].removeprefix("run dir: ") for out, _ in outs]
+    assert run_dirs[0] != run_dirs[1]
+    for run_dir in run_dirs:
+        assert os.path.dirname(run_dir) in {str(d.parent) for d in taken} and run_dir.rsplit("-", 1)[-1] in "123"
+        assert len((tmp_path / run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert all((d / "other-run.txt").read_text() == "mine" and os.listdir(d) == ["other-run.txt"] for d in taken)
+
+
+def test_the_run_dir_resolver_claims_a_fresh_path_in_each_process(tmp_path):
+    script = ("import sys; from rlrun.wiring import run_dirs; "
+              "print(run_dirs.fresh(sys.argv[1]), run_dirs.fresh(sys.argv[1] + '-other'))")
+    found = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                            check=True).stdout.split() for _ in range(3)]
+    base = str(tmp_path / "run")
+    assert found == [[base, base], [base + "-1", base + "-1"], [base + "-2", base + "-2"]]
+    assert sorted(os.listdir(tmp_path)) == ["run", "run-1", "run-2"]
