@@ -189,3 +189,58 @@ def test_the_run_dir_resolver_claims_a_fresh_path_in_each_process(tmp_path):
     base = str(tmp_path / "run")
     assert found == [[base, base], [base + "-1", base + "-1"], [base + "-2", base + "-2"]]
     assert sorted(os.listdir(tmp_path)) == ["run", "run-1", "run-2"]
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """A finished 2-step run with a checkpoint after each step."""
+    out = tmp_path_factory.mktemp("two") / "run"
+    done = rlrun(*QUICK, "steps=2", "checkpoint_every=1", f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def trainer_file(ckpt) -> str:
+    """The largest file DeepSpeed wrote under ``trainer/`` (its model and optimizer states)."""
+    files = [p for p in (ckpt / "trainer").rglob("*") if p.is_file()]
+    return str(max(files, key=lambda p: p.stat().st_size).relative_to(ckpt))
+
+
+@pytest.mark.parametrize("damaged", ["state.pt", "rng_rank0.pt", "trainer", "model/model.safetensors"])
+def test_a_damaged_checkpoint_file_is_named_and_nothing_is_changed(damaged, two_checkpoints, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    newest = run / "checkpoints" / "step_000002"
+    rel = trainer_file(newest) if damaged == "trainer" else damaged
+    whole = os.path.getsize(newest / rel)
+    with open(newest / rel, "r+b") as f:  # truncated, as a kill or a full disk leaves it
+        f.truncate(whole // 2)
+    before = snapshot(run / "checkpoints")
+    # given explicitly: refused in one line naming the file
+    done = rlrun(*QUICK, "steps=3", f"resume={newest}", f"hydra.run.dir={tmp_path / 'other'}")
+    assert done.returncode == 2
+    assert one_error_line(done) == (f"rlrun: error: resume={newest} cannot be loaded: {newest / rel} has "
+                                    f"{whole // 2} bytes, the manifest says {whole}")
+    assert snapshot(run / "checkpoints") == before and not (tmp_path / "other").exists()
+    # resume=auto: one warning naming the file, then the checkpoint before it
+    done = rlrun(*QUICK, "steps=3", "checkpoint_every=1", "resume=auto", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("rlrun: warning:")]
+    assert warnings == [f"rlrun: warning: skipping checkpoint {newest}: {newest / rel} has {whole // 2} bytes, "
+                        f"the manifest says {whole}; trying the one before"]
+    assert f"resumed from {run / 'checkpoints' / 'step_000001'} after step 1" in done.stdout
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_dangling_latest_is_not_trusted(two_checkpoints, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    (run / "checkpoints" / "latest").write_text("step_000009")  # names a checkpoint that is not there
+    done = rlrun(*QUICK, "steps=3", "checkpoint_every=1", "resume=auto", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {run / 'checkpoints' / 'step_000002'} after step 2" in done.stdout
+    assert (run / "checkpoints" / "latest").read_text() == "step_000003"
