@@ -60,10 +60,13 @@ LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for an ``rlrun`` subprocess: this one without the process-group variables
     that an in-process ``dist.init()`` of an earlier test set (a child would take them for a
-    launcher's and reuse the port this process still holds), nor HYDRA_FULL_ERROR."""
+    launcher's and reuse the port this process still holds), nor HYDRA_FULL_ERROR, nor the
+    ``WANDB_SERVICE`` an in-process W&B run sets (a child would log through this process's W&B
+    service, which keeps a killed child's run id open: "run ID ... is in use" on its resume)."""
     import os
 
-    return {**{k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}, **extra}
+    dropped = (*LAUNCHER_VARS, "WANDB_SERVICE")
+    return {**{k: v for k, v in os.environ.items() if k not in dropped}, **extra}
 
 
 def step_input(correct, sampled_tokens, truncated, cap, group_size):

@@ -224,6 +224,8 @@ def test_a_damaged_checkpoint_file_is_named_and_nothing_is_changed(damaged, two_
     assert one_error_line(done) == (f"rlrun: error: resume={newest} cannot be loaded: {newest / rel} has "
                                     f"{whole // 2} bytes, the manifest says {whole}")
     assert snapshot(run / "checkpoints") == before and not (tmp_path / "other").exists()
+    if damaged != "state.pt":  # the fallback below does not depend on which file is damaged
+        return
     # resume=auto: one warning naming the file, then the checkpoint before it
     done = rlrun(*QUICK, "steps=3", "checkpoint_every=1", "resume=auto", f"hydra.run.dir={run}")
     assert done.returncode == 0, done.stderr[-2000:]
