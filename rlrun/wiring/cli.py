@@ -184,7 +184,7 @@ def app(cfg: DictConfig) -> None:
     if dist.is_main():
         rundir.inherit_wandb_run(cfg.resume, out_dir)
     from rlrun.core.rewards import RewardError
-    from rlrun.types import UpdatesFailed
+    from rlrun.types import RolloutMismatch, UpdatesFailed
     from rlrun.runtime.checkpoint import CheckpointError, ResumeError
     from rlrun.runtime.stopping import Stopped
 
@@ -207,7 +207,7 @@ def app(cfg: DictConfig) -> None:
         fail(exc, [])
     except (CheckpointError, OSError) as exc:  # a full disk, a read-only dir: what was written stays
         stop_on(run, exc)
-    except (RewardError, UpdatesFailed) as exc:  # a reward term raised; NaN/inf updates kept coming
+    except (RewardError, UpdatesFailed, RolloutMismatch) as exc:  # a term raised; NaN/inf; engine parted
         stop_on(run, exc)
     report.print_summary(summary)
 

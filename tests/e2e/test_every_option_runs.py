@@ -27,6 +27,8 @@ def options():
         for path in sorted((CONF / group).rglob("*.yaml")):
             option = str(path.relative_to(CONF / group).with_suffix(""))
             marks = [pytest.mark.slow] if (group, option) in SLOW else []
+            if (group, option) == ("rollout", "vllm"):  # runs in .venv-vllm (make test-vllm)
+                marks = [pytest.mark.vllm]
             yield pytest.param(group, option, marks=marks, id=f"{group}={option}")
 
 

@@ -273,7 +273,9 @@ class DeepSpeedTrainer:
         """One optimizer step on ``loss`` over ``batch`` (this rank's rows of the mini-batch);
         returns the loss statistics summed over micro-batches and ranks (each is already divided
         by the global denominators, so the sum is the mini-batch value), ``optim/lr`` and
-        ``optim/grad_norm`` (before clipping)."""
+        ``optim/grad_norm`` (before clipping); when the batch has the rollout engine's log-probs,
+        ``rollout/logprob_gap_{mean,max}``: |this forward's log-prob - the engine's| over the trained
+        tokens (token mean over the mini-batch, and max), the rollout/trainer mismatch."""
         length_N = (batch.mask_NT > 0).sum(-1)
         groups = 0 if batch.group_N is None else len(torch.unique(batch.group_N))
         local = torch.tensor(
@@ -290,7 +292,7 @@ class DeepSpeedTrainer:
         if self.skip_zero_advantage and loss.zero_advantage_is_zero_loss:
             rows = (batch.advantages_N != 0).nonzero().squeeze(1)
         plan = self._plan(batch, rows)
-        bad = False
+        bad, gap_max = False, torch.zeros((), dtype=torch.float64)
         for step, index in enumerate(plan):
             # Gradients add up over the micro-batches; the last one is the reduction boundary.
             self.engine.set_gradient_accumulation_boundary(step == len(plan) - 1)
@@ -302,6 +304,10 @@ class DeepSpeedTrainer:
             if micro.old_logp_NT is None:  # on-policy: pi_old is the policy of this very forward
                 micro.old_logp_NT = logp.detach()
             value, stats = loss(logp, micro)
+            if micro.logp_NT is not None:  # the rollout engine's log-probs of the same tokens
+                gap = (logp.detach().float() - micro.logp_NT.float()).abs() * micro.mask_NT
+                stats = {**stats, "rollout/logprob_gap_mean": gap.sum() / max(batch.norm.total_tokens, 1.0)}
+                gap_max = torch.maximum(gap_max, gap.max().double().cpu())
             if not bool(torch.isfinite(value)):  # still one backward: the ranks reduce together
                 bad, value = True, logp.sum() * 0.0
             self.engine.backward(value * scale, scale_wrt_gas=False)
@@ -323,6 +329,8 @@ class DeepSpeedTrainer:
         result = {k: float(v) for k, v in zip(keys, reduced)}
         result.update({"optim/lr": lr, "optim/grad_norm": float(grad_norm),
                        "optim/skipped_steps": float(self.skipped_steps)})
+        if "rollout/logprob_gap_mean" in result:
+            result["rollout/logprob_gap_max"] = float(dist.all_reduce_max(gap_max.reshape(1))[0])
         return result
 
     def _skip(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
