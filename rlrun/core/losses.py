@@ -121,6 +121,34 @@ def k3(logp_NT: torch.Tensor, ref_logp_NT: torch.Tensor) -> torch.Tensor:
     return (torch.exp(d) - d - 1.0).clamp(-KL_VALUE_CLAMP, KL_VALUE_CLAMP)
 
 
+ROLLOUT_CORRECTIONS = ("none", "tis", "mis")
+
+
+def rollout_weights(train_logp_NT: torch.Tensor, rollout_logp_NT: torch.Tensor, mode: str,
+                    cap: float) -> torch.Tensor:
+    """Per-token importance weights for the rollout/trainer mismatch (detached), from
+    ρ_t = π_train(y_t) / π_rollout(y_t) = exp(log π_train − log π_rollout):
+
+    - ``tis``, truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework
+      Secretly Brings You Off-Policy RL Training", fengyao.notion.site/off-policy-rl; verl's
+      ``rollout_is`` truncate mode, TRL's ``vllm_importance_sampling_cap``): w_t = min(ρ_t, C);
+    - ``mis``, masked importance sampling (Liu, Li et al. 2025, "When Speed Kills Stability:
+      Demystifying RL Collapse from the Training-Inference Mismatch"): w_t = ρ_t · 1[ρ_t ≤ C], a
+      token whose ratio exceeds the cap leaves the gradient instead of being clipped to it.
+      Choice: token level, and the loss denominators keep the masked tokens (verl's rejection mode
+      drops them from the denominators too; here the loss scale stays that of ``none``).
+
+    Worked example (tests/core/test_losses.py): log π_train = (−1.0, −2.0), log π_rollout = (−1.5,
+    −1.0), C = 1.5: ρ = (e^0.5, e^−1) = (1.6487, 0.3679); tis w = (1.5, 0.3679); mis w = (0, 0.3679).
+    """
+    ratio = torch.exp((train_logp_NT.detach().float() - rollout_logp_NT.detach().float()).clamp(-20.0, 20.0))
+    if mode == "tis":
+        return ratio.clamp(max=cap)
+    if mode == "mis":
+        return ratio * (ratio <= cap)
+    raise ValueError(f"rollout correction {mode!r}; choose one of {', '.join(ROLLOUT_CORRECTIONS)}")
+
+
 class ClippedSurrogate:
     """GRPO's loss (DeepSeekMath arXiv 2402.03300 Eq. 3, as a loss to minimise): the per-token
     clipped surrogate (``clipped_surrogate``) plus ``kl_coef`` times the per-token k3 KL (``k3``),
@@ -131,6 +159,10 @@ class ClippedSurrogate:
 
     ``needs_reference`` is ``kl_coef > 0``: only then is ``batch.ref_logp_NT`` read.
     ``norm_constant`` (C) is read only by ``seq_mean_token_sum_norm``, which requires it.
+    ``rollout_correction`` (``none`` | ``tis`` | ``mis``, cap ``rollout_cap``) multiplies each
+    token's surrogate by the importance weight of :func:`rollout_weights` between the trainer's
+    π_old (``batch.old_logp_NT``) and the rollout engine's log-probs (``batch.logp_NT``); the share
+    of tokens whose ratio passed the cap is logged as ``rollout/is_capped_frac``.
 
     Statistics (detached scalars, each a sum over the micro-batch's rows divided by the global
     denominators, so that summing them over micro-batches and ranks gives the mini-batch value):
@@ -150,7 +182,14 @@ class ClippedSurrogate:
         kl_coef: float = 0.0,
         aggregation: str = "seq_mean_token_mean",
         norm_constant: float | None = None,
+        rollout_correction: str = "none",
+        rollout_cap: float = 2.0,
     ) -> None:
+        if rollout_correction not in ROLLOUT_CORRECTIONS:
+            raise ValueError(f"rollout_correction={rollout_correction!r}; choose one of {', '.join(ROLLOUT_CORRECTIONS)}")
+        if not rollout_cap > 1.0:
+            raise ValueError(f"rollout_cap must be > 1 (the largest importance weight kept), got {rollout_cap}")
+        self.rollout_correction, self.rollout_cap = rollout_correction, float(rollout_cap)
         if aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
@@ -195,6 +234,17 @@ class ClippedSurrogate:
         pg_NT, clipped_NT = clipped_surrogate(
             logp_NT, batch.old_logp_NT, batch.advantages_N, self.clip_low, self.clip_high, self.dual_clip
         )
+        extra: dict[str, torch.Tensor] = {}
+        if self.rollout_correction != "none":
+            if batch.logp_NT is None:
+                raise ValueError("rollout_correction needs the rollout engine's log-probs (batch.logp_NT)")
+            weight_NT = rollout_weights(batch.old_logp_NT, batch.logp_NT, self.rollout_correction, self.rollout_cap)
+            pg_NT = pg_NT * weight_NT.to(pg_NT.dtype)
+            over = torch.exp((batch.old_logp_NT.float() - batch.logp_NT.float()).clamp(-20.0, 20.0)) > self.rollout_cap
+            # tokens whose ratio passed the cap (truncated by tis, masked by mis), over the mini-batch's
+            # tokens: a sum over micro-batches and ranks like the other statistics
+            extra["rollout/is_capped_frac"] = (over & (mask_NT > 0)).sum().to(pg_NT.dtype) / max(
+                float(norm.total_tokens), 1.0)
         policy = self._reduce(pg_NT, mask_NT, norm)
         loss = policy
         kl = torch.zeros((), dtype=policy.dtype, device=policy.device)
@@ -208,5 +258,6 @@ class ClippedSurrogate:
             "loss/policy": policy.detach(),
             "loss/kl": kl.detach(),
             "ppo/clip_frac": clipped_tokens / max(float(norm.total_tokens), 1.0),
+            **extra,
         }
         return loss, stats

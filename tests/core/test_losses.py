@@ -250,3 +250,41 @@ def test_bf16_logp_is_computed_in_float32():
     assert loss.dtype == torch.float32 and stats["loss/policy"].dtype == torch.float32
     loss.backward()
     assert low.grad is not None and low.grad.dtype == torch.bfloat16
+
+
+def _mismatch():
+    """One completion of 2 tokens, A = +1, π_train = π_old (ratio 1, no clipping): log π_train =
+    (−1.0, −2.0); the rollout engine's log-probs (−1.5, −1.0)."""
+    old = torch.tensor([[-1.0, -2.0]])
+    batch = StepBatch(advantages_N=torch.tensor([1.0]), mask_NT=torch.ones(1, 2), old_logp_NT=old,
+                      logp_NT=torch.tensor([[-1.5, -1.0]]))
+    return old.clone().requires_grad_(True), batch
+
+
+@pytest.mark.parametrize("mode, want_loss", [
+    # ρ = (e^0.5, e^−1) = (1.648721, 0.367879); ℓ_t = −A·1 = −1 per token
+    ("none", -1.0),  # mean(−1, −1)
+    ("tis", -(1.5 + 0.367879) / 2),  # w = (min(1.6487, 1.5), 0.3679): −0.933940
+    ("mis", -(0.0 + 0.367879) / 2),  # w = (0 as 1.6487 > 1.5, 0.3679): −0.183940
+])
+def test_rollout_correction_worked_example(mode, want_loss):
+    logp, batch = _mismatch()
+    loss, stats = ClippedSurrogate(rollout_correction=mode, rollout_cap=1.5)(logp, batch)
+    assert loss.item() == pytest.approx(want_loss, abs=1e-6)
+    if mode == "none":
+        assert "rollout/is_capped_frac" not in stats
+    else:  # 1 of the 2 tokens has a ratio above the cap
+        assert stats["rollout/is_capped_frac"].item() == pytest.approx(0.5)
+    loss.backward()  # the weights scale the gradient, they carry none themselves: d loss / d logp_t = −w_t / 2
+    want_grad = {"none": [-0.5, -0.5], "tis": [-0.75, -0.367879 / 2], "mis": [0.0, -0.367879 / 2]}[mode]
+    assert_close(logp.grad, torch.tensor([want_grad]), atol=1e-6, rtol=0)
+
+
+def test_rollout_correction_needs_the_engines_log_probs_and_a_cap_above_one():
+    logp, batch = _mismatch()
+    with pytest.raises(ValueError, match="needs the rollout engine's log-probs"):
+        ClippedSurrogate(rollout_correction="tis")(logp, batch.with_columns(logp_NT=None))
+    with pytest.raises(ValueError, match="rollout_cap must be > 1"):
+        ClippedSurrogate(rollout_correction="tis", rollout_cap=1.0)
+    with pytest.raises(ValueError, match="choose one of none, tis, mis"):
+        ClippedSurrogate(rollout_correction="is")
