@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # running at its limit is stopped (its processes killed) and FAILS with one line naming the tier, the
 # limit and the tests it was running; a tier that collects no tests fails too. The limits are caps
 # against a hung or runaway tier, set above the times measured from a clean clone on the 2-core CPU
-# machine on 2026-12-06 (fast 537 s, later 674 s on a busier machine; slow 498 s; slurm 767 s; make test 1899 s;
+# machine on 2026-12-06 (fast 537 s, and 674 s in a later run of 860 tests, cause not found; slow 498 s; slurm 767 s; make test 1899 s;
 # docs/getting-started.md#the-test-suite), and together at most 40 minutes.
 FAST_LIMIT_S ?= 900
 SLOW_LIMIT_S ?= 600
