@@ -254,6 +254,15 @@ def steps_done(directory: str) -> int:
     return int(_load_state(directory)["step"])
 
 
+def check_steps(directory: str, steps: int) -> int:
+    """The checkpoint's completed steps; a ResumeError when ``steps`` is below them."""
+    done = steps_done(directory)
+    if done > steps:
+        raise ResumeError(f"steps={steps} is below the {done} steps the checkpoint {directory} has done; "
+                          f"give steps >= {done}")
+    return done
+
+
 def _load_state(directory: str) -> dict:
     # Pieces' states are plain containers, tensors and numbers: weights_only loading (no code runs)
     # unless the checkpoint predates the manifests.

@@ -95,10 +95,7 @@ def train(run, source: str | None = ...) -> dict:  # type: ignore[assignment]
     if source is ...:
         source = checkpoint.resolve(s.resume, s.out_dir, dist.world_size()) if s.resume else None
     if source is not None:
-        done = checkpoint.steps_done(source)
-        if done > s.steps:
-            raise checkpoint.ResumeError(f"steps={s.steps} is below the {done} steps the checkpoint {source} "
-                                         f"has done; give steps >= {done}")
+        checkpoint.check_steps(source, s.steps)
         start, saved = checkpoint.restore(run, source)
         summary.update({k: v for k, v in saved.items() if k not in ("run_dir", "steps")})
         if dist.is_main():

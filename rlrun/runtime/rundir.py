@@ -86,8 +86,16 @@ def metrics_through(run_dir: str, step: int) -> list[dict]:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
+    found = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if _line_step(line) is not None and _line_step(line) <= step]
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a half-written last line
+                continue
+            if isinstance(record.get("step"), int) and record["step"] <= step:
+                found.append(record)
+    return found
 
 
 def _line_step(line: str) -> int | None:

@@ -191,7 +191,7 @@ def app(cfg: DictConfig) -> None:
     try:
         source = resume_source(cfg, out_dir)
         if source is not None:
-            cfg = continued_config(cfg, source, out_dir)
+            cfg = continued_config(cfg, source, out_dir)  # steps below those done: refused here
         run = build_run(cfg, out_dir)
     except (ConfigError, ResumeError) as exc:
         fail(exc, [], out_dir)
@@ -205,15 +205,14 @@ def app(cfg: DictConfig) -> None:
         sys.exit(stopped.code)
     except ResumeError as exc:  # no valid checkpoint to resume from, steps below those done
         fail(exc, [])
-    except (CheckpointError, OSError) as exc:  # a full disk, a read-only dir: what was written stays
-        stop_on(run, exc)
-    except (RewardError, UpdatesFailed, RolloutMismatch) as exc:  # a term raised; NaN/inf; engine parted
+    # a full disk or a read-only dir; a reward term that raised; NaN/inf updates; the engine parted
+    except (CheckpointError, OSError, RewardError, UpdatesFailed, RolloutMismatch) as exc:
         stop_on(run, exc)
     report.print_summary(summary)
 
 
 def stop_on(run, exc: BaseException) -> NoReturn:
-    """A run that cannot go on (a write failed): one line, the loggers closed, exit 1."""
+    """A run that cannot go on: one line, the loggers closed, exit 1 (what was written stays)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
     from rlrun.runtime import dist
@@ -248,13 +247,11 @@ def continued_config(cfg: DictConfig, source: str, out_dir: str) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra.core.hydra_config import HydraConfig
 
-    from rlrun.runtime.checkpoint import steps_done
-    from rlrun.wiring.resume_config import named_keys, restored
+    from rlrun.wiring.resume_config import restored
 
+    defaults = hydra_compose(config_name="config", overrides=[])  # Hydra's own overrides are not task ones
     overrides = list(HydraConfig.get().overrides.task)
-    own = [o for o in overrides if not named_keys([o])]  # Hydra's own (hydra.run.dir, launcher)
-    defaults = hydra_compose(config_name="config", overrides=own)
-    return restored(cfg, source, overrides, defaults, out_dir, steps_done(source))
+    return restored(cfg, source, overrides, defaults, out_dir)
 
 
 def launcher_args(argv: list[str]) -> list[str]:

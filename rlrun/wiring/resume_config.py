@@ -92,9 +92,12 @@ def under(key: str, roots: tuple[str, ...] | list[str]) -> bool:
 
 
 def restored(cfg: DictConfig, checkpoint_dir: str, overrides: list[str], defaults: DictConfig,
-             out_dir: str, step: int) -> DictConfig:
+             out_dir: str) -> DictConfig:
     """The config a run resuming from ``checkpoint_dir`` continues with (module docstring).
-    ``cfg`` is today's composition, ``defaults`` the composition without the user's overrides."""
+    ``cfg`` is today's composition, ``defaults`` the composition without the user's overrides.
+    Its ``steps`` below the checkpoint's is a ResumeError, raised before anything is recorded."""
+    from rlrun.runtime.checkpoint import check_steps
+
     saved = saved_config(checkpoint_dir)
     if saved is None:
         print(f"rlrun: warning: {checkpoint_dir} holds no {CONFIG_FILE} and no run config: continuing "
@@ -132,6 +135,7 @@ def restored(cfg: DictConfig, checkpoint_dir: str, overrides: list[str], default
             composed[key] = cfg[key]
     result = OmegaConf.create(composed)
     OmegaConf.set_struct(result, True)
+    step = check_steps(checkpoint_dir, int(result.steps))
     _say(kept, changed, [k for k in changed if not under(k, FREE)], old)
     _note(out_dir, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "checkpoint": checkpoint_dir,
                     "after_step": step, "overrides": overrides, "restored": kept, "changed": changed,

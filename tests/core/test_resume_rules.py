@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from rlrun.wiring.cli import compose
@@ -17,13 +18,14 @@ def saved(tmp_path):
     """A checkpoint dir whose run was `rlrun debug=cpu group_size=2 steps=4 logger=jsonl`."""
     ckpt = tmp_path / "run" / "checkpoints" / "step_000002"
     ckpt.mkdir(parents=True)
+    torch.save({"step": 2, "pieces": {}, "extra": {}}, ckpt / "state.pt")  # 2 steps done
     (ckpt / "config.json").write_text(json.dumps(record(compose(["debug=cpu", "group_size=2", "steps=4"]))))
     return ckpt
 
 
 def resume(saved, tmp_path, *overrides: str):
     out = tmp_path / "out"
-    cfg = restored(compose(list(overrides)), str(saved), list(overrides), compose([]), str(out), 2)
+    cfg = restored(compose(list(overrides)), str(saved), list(overrides), compose([]), str(out))
     return cfg, out
 
 

@@ -246,3 +246,13 @@ def test_a_dangling_latest_is_not_trusted(two_checkpoints, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resumed from {run / 'checkpoints' / 'step_000002'} after step 2" in done.stdout
     assert (run / "checkpoints" / "latest").read_text() == "step_000003"
+
+
+def test_steps_below_those_done_are_refused_before_a_run_dir_is_left(two_checkpoints, tmp_path):
+    out = tmp_path / "other"
+    done = rlrun(*QUICK, "steps=1", f"resume={two_checkpoints}", f"hydra.run.dir={out}")
+    assert done.returncode == 2
+    newest = two_checkpoints / "checkpoints" / "step_000002"
+    assert one_error_line(done) == (f"rlrun: error: steps=1 is below the 2 steps the checkpoint {newest} has done; "
+                                    "give steps >= 2")
+    assert not out.exists()

@@ -124,18 +124,13 @@ class VLLMRollout:
                   for cap, row in zip(caps, seeds) for seed in row]
         requests = [{"prompt_token_ids": ids} for ids in prompt_ids for _ in range(group_size)]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        eos = self.tokenizer.eos_token_id
         completion_ids, texts, lengths, truncated, logps, budget = [], [], [], [], [], []
         for index, output in enumerate(outputs):
             cap = caps[index // group_size]
             for sample in output.outputs:
                 ids = list(sample.token_ids)
-                ended = sample.finish_reason == "stop"
-                if ended and (not ids or ids[-1] != eos):
-                    ids.append(eos)  # a stop on EOS: the completion ends with it, as rollout=hf's do
-                    logp = [entry[tok].logprob for entry, tok in zip(sample.logprobs, sample.token_ids)] + [0.0]
-                else:
-                    logp = [entry[tok].logprob for entry, tok in zip(sample.logprobs, ids)]
+                ended = sample.finish_reason == "stop"  # on EOS, which vLLM keeps as the last token id
+                logp = [entry[tok].logprob for entry, tok in zip(sample.logprobs, ids)]
                 completion_ids.append(ids)
                 body = ids[:-1] if ended else ids
                 texts.append(self.tokenizer.decode(body, skip_special_tokens=True))
