@@ -16,6 +16,10 @@ cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=local
 SlurmctldHost=localhost
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it may start again (default 120): 10 on this test cluster
+AuthInfo=cred_expire=10
+# the scheduling passes (which start a requeued job once its wait is over) every 5 s, not 60 and 30
+SchedulerParameters=sched_interval=5,bf_interval=5
 ProctrackType=proctrack/linuxproc
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -33,6 +37,7 @@ CONF
 [ -s /etc/munge/munge.key ] || mungekey -c >/dev/null 2>&1 || mungekey --create
 chown -R munge:munge /etc/munge /var/log/munge /var/lib/munge /run/munge
 pgrep -x munged >/dev/null || runuser -u munge -- munged
+if pgrep -x slurmctld >/dev/null; then scontrol reconfigure; fi  # already up: this slurm.conf
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 1 60); do

@@ -14,11 +14,25 @@ import os
 import signal
 import sys
 
-import torch
-
-from rlrun.runtime import dist
-
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+def exit_before_training(signum: int, frame) -> None:
+    """SIGTERM or SIGUSR1 from the start of ``rlrun`` until the loop takes the signals over (imports,
+    the model, a checkpoint being read): nothing was trained since the last checkpoint, so the
+    process says so in one line and exits with 128 + the signal's number at once. SLURM's warning
+    coming during a (re)queued job's start-up thus still ends in exit 138, which
+    scripts/slurm/train.sbatch requeues; the default action would kill the process without a word."""
+    print(f"rlrun: {signal.Signals(signum).name} before training started: exiting; nothing to save "
+          "(the last checkpoint, if any, is intact)", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+def exit_early_on_signals() -> None:
+    """Install :func:`exit_before_training` for SIGTERM and SIGUSR1 (SIGINT keeps Python's
+    KeyboardInterrupt, which ``rlrun``'s entry point turns into one line)."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, exit_before_training)
 
 
 class Stopped(Exception):
@@ -58,9 +72,11 @@ class Stop:
 
     def passes_on(self, signum: int) -> bool:
         previous = self._previous.get(signum)
-        return callable(previous) and previous is not signal.default_int_handler
+        return callable(previous) and previous not in (signal.default_int_handler, exit_before_training)
 
     def _handle(self, signum: int, frame) -> None:
+        from rlrun.runtime import dist
+
         name = signal.Signals(signum).name
         if self.signum is not None:
             print(f"rlrun: {name} again: exiting now; the last complete checkpoint is intact",
@@ -73,6 +89,10 @@ class Stop:
 
     def agreed(self) -> int | None:
         """The signal that stops every rank after this step, or None (a collective: call on all ranks)."""
+        import torch
+
+        from rlrun.runtime import dist
+
         if dist.world_size() == 1:
             return self.signum
         got = int(dist.all_reduce_max(torch.tensor([float(self.signum or 0)]))[0])

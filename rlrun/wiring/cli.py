@@ -274,6 +274,9 @@ def launcher_args(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point ``rlrun``."""
+    from rlrun.runtime.stopping import exit_early_on_signals
+
+    exit_early_on_signals()
     argv = [re.sub(r"^([+~]*)resume\.allow_changes(?==|$)", r"\1resume_allow_changes", a)
             for a in launcher_args(sys.argv[1:])]  # the spelling the docs use for the config key
     sys.argv[1:] = argv

@@ -70,3 +70,22 @@ def test_a_signal_checkpoints_and_resume_auto_finishes_the_run(signum, straight,
     for a, b in zip(got, want):
         for key in b:
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
+def test_a_signal_before_training_starts_exits_with_its_code_and_one_line(signum, tmp_path):
+    """SLURM's warning may reach a requeued job while it is still starting (imports, the model): the
+    process exits 128 + the signal with one line (scripts/slurm/train.sbatch requeues on 138), no
+    traceback, and trains nothing."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(command(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env(OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 120
+    while not (run / ".hydra" / "config.yaml").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # Hydra wrote the run's config: rlrun's start-up, seconds before the first step
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"rlrun: {signum.name} before training started: exiting; nothing to "
+                                            "save (the last checkpoint, if any, is intact)"), err[-2000:]
+    assert "Traceback" not in err and steps_logged(run) == [] and not (run / "checkpoints").exists()
