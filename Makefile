@@ -21,7 +21,7 @@ GPU_LIMIT_S ?= 900
 SLURM_LIMIT_S ?= 900
 TIER := $(BIN)/python scripts/run_tier.py
 
-.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env test-gpu tiny-model bench bench-trl compare-embedded docs clean
+.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env bench-vllm test-gpu tiny-model bench bench-trl compare-embedded docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,11 +35,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rlrun
 
-## test: the whole test suite: the fast tier, then the slow tier, each to the end or failing (at its
-## limit, FAST_LIMIT_S and SLOW_LIMIT_S, or when it collects no tests)
+## test: the whole test suite: the fast tier, then the slow, slurm and vllm tiers (the last one builds
+## .venv-vllm first), each to the end or failing (at its limit, *_LIMIT_S, or when it collects no tests)
 test: test-fast
 	@$(MAKE) --no-print-directory test-slow
 	@$(MAKE) --no-print-directory test-slurm
+	@$(MAKE) --no-print-directory test-vllm
 
 test-fast: $(STAMP)
 	$(TIER) fast $(FAST_LIMIT_S) -m "not slow and not gpu and not slurm and not vllm" -n $(TEST_WORKERS) $(PYTEST_ARGS)
@@ -69,6 +70,11 @@ vllm-env: $(VLLM_STAMP)
 VLLM_LIMIT_S ?= 600
 test-vllm: $(VLLM_STAMP)
 	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python scripts/run_tier.py vllm $(VLLM_LIMIT_S) -m vllm $(PYTEST_ARGS)
+
+## bench-vllm: seconds per rollout and tokens/s of rollout=vllm against rollout=hf, side by side in one
+## process, on the tiny model and a 25M-parameter Qwen2 built in place (outputs/bench/vllm.json)
+bench-vllm: $(VLLM_STAMP)
+	OMP_NUM_THREADS=2 $(VLLM_VENV)/bin/python scripts/bench_vllm.py --out outputs/bench/vllm.json
 
 ## test-gpu: the checks that need a CUDA GPU (without one they are skipped, and it says so)
 test-gpu: $(STAMP)

@@ -13,12 +13,21 @@ runtime asks with ``isinstance`` in one place per capability, never with ``hasat
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Union, runtime_checkable
 
 import torch
 
 from rlrun.batch import ROW_FIELDS, LossNorm, Problem, StepBatch, columns, row  # noqa: F401  (the step's data)
+
+# What a rollout engine loads: a state dict, or (name, tensor) pairs handed over one at a time.
+Weights = Union[Mapping[str, torch.Tensor], Iterable[tuple[str, torch.Tensor]]]
+
+
+def weight_items(weights: Weights) -> Iterable[tuple[str, torch.Tensor]]:
+    """``weights`` as ``(name, tensor)`` pairs, whichever of the two forms it came in."""
+    return weights.items() if isinstance(weights, Mapping) else weights
 
 
 @dataclass
@@ -115,7 +124,10 @@ class Rollout(Protocol):
     def generate(self, problems: list[Problem], group_size: int, budgets: list[int],
                  sampling: Sampling | None = None) -> StepBatch: ...
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None: ...
+    def load_weights(self, weights: Weights) -> None:
+        """The trainer's weights into the engine: a state dict or ``(name, tensor)`` pairs (a
+        trainer's :meth:`Trainer.named_weights`, consumed to the end)."""
+        ...
 
 
 class Trainer(Protocol):
@@ -134,6 +146,13 @@ class Trainer(Protocol):
         ...
 
     def weights(self) -> dict[str, torch.Tensor]: ...
+
+    def weight_names(self) -> list[str]: ...
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The state dict one entry at a time (under ZeRO-3 gathered one parameter at a time; a
+        collective: every rank consumes all of it)."""
+        ...
 
     def save(self, directory: str) -> None: ...
 
@@ -292,10 +311,11 @@ class RolloutMismatch(RuntimeError):
 
 @runtime_checkable
 class ChecksRollout(Protocol):
-    """A rollout engine that checks a step's metrics (its log-probs against the trainer's) and
-    raises :class:`RolloutMismatch` when they part."""
+    """A rollout engine that checks its log-probs against the trainer's (at start, step 0, and
+    after steps, with that step's metrics) and raises :class:`RolloutMismatch` when they part. A
+    collective where the trainer's forward is one: every rank calls it at the same steps."""
 
-    def check(self, step: int, metrics: dict[str, float]) -> None: ...
+    def check(self, step: int, metrics: dict[str, float] | None, trainer: Trainer) -> None: ...
 
 
 @runtime_checkable

@@ -273,7 +273,7 @@ def _load_state(directory: str) -> dict:
 def restore(run, directory: str) -> tuple[int, dict]:
     """Load a checkpoint into ``run``; returns the number of completed steps and the extra dict."""
     run.trainer.load(directory)
-    run.rollout.load_weights(run.trainer.weights())
+    run.rollout.load_weights(run.trainer.named_weights())
     state = _load_state(directory)
     pieces = run.pieces()
     for name, piece_state in state["pieces"].items():

@@ -42,7 +42,7 @@ def train_step(run, step: int) -> dict[str, float]:
     with timed(times, "update"):
         stats = run.trainer.update(kept, run.loss)
     with timed(times, "sync"):
-        run.rollout.load_weights(run.trainer.weights())
+        run.rollout.load_weights(run.trainer.named_weights())
     return step_metrics(run, got, times, stats, counts)
 
 
@@ -78,7 +78,7 @@ def advance(run, step: int, monitor_cache: dict) -> dict[str, float]:
     monitored = run_monitors(run, step, monitor_cache)
     metrics = {**train_step(run, step), **monitored}
     if isinstance(run.rollout, ChecksRollout):  # the engine's log-probs against the trainer's
-        run.rollout.check(step + 1, metrics)
+        run.rollout.check(step + 1, metrics, run.trainer)
     run.curriculum.observe(step, metrics)
     run.log(step + 1, metrics)
     return metrics
@@ -108,6 +108,8 @@ def train(run, source: str | None = ...) -> dict:  # type: ignore[assignment]
         if s.resume == "auto":
             report.line(f"resume=auto: no checkpoint in {s.out_dir} yet, starting fresh")
         checkpoint.seed_all(s.seed + 1000 * dist.rank())
+    if isinstance(run.rollout, ChecksRollout):  # at start: weight names, the engine's log-probs on a probe
+        run.rollout.check(start, None, run.trainer)
     evaluator = Evaluator(run)
     if start == 0:
         evaluate(run, evaluator, 0, summary)

@@ -22,6 +22,7 @@ from deepspeed_fixtures import make_batch, make_rollouts, subset  # noqa: E402
 from rlrun.runtime import dist  # noqa: E402
 from rlrun.core.losses import ClippedSurrogate  # noqa: E402
 from rlrun.engines.model import ModelSpec  # noqa: E402
+from rlrun.engines.rollout.hf import HFRollout  # noqa: E402
 from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer  # noqa: E402
 from rlrun.engines.trainer.optim import OptimSettings  # noqa: E402
 from rlrun.types import StepBatch  # noqa: E402
@@ -67,6 +68,9 @@ def main(root: str, out: str) -> None:
         trainer = make_trainer(root, stage)
         stats = trainer.update(local_batch(trainer, seed=2), LOSS)
         results[stage] = {"stats": stats, "weights": trainer.weights()}
+        rollout = HFRollout(trainer.spec)  # the weight sync: streamed, under ZeRO-3 one gathered parameter at a time
+        rollout.load_weights(trainer.named_weights())
+        results[stage]["rollout"] = {k: v.clone() for k, v in rollout.model.state_dict().items()}
     params = list(trainer.engine.module.parameters())  # ZeRO-3: each rank holds a part of each
     results["sharded"] = all(p.ds_tensor.numel() < p.ds_numel for p in params)
     trainer.save(os.path.join(out, "ckpt"))

@@ -49,6 +49,7 @@ def test_two_ranks_take_the_full_batch_step(run, stage):
     assert sorted(got["weights"]) == sorted(want_state)
     for key, value in want_state.items():
         torch.testing.assert_close(got["weights"][key], value, rtol=0, atol=1e-7, msg=key)
+        torch.testing.assert_close(got["rollout"][key], value, rtol=0, atol=1e-7, msg=key)  # the synced engine
 
 
 def test_zero3_sharded_checkpoint_resumes_identically(run):

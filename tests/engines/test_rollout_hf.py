@@ -69,3 +69,20 @@ def test_nucleus_filter_keeps_smallest_set_reaching_top_p():
     assert kept.tolist() == [[False, True, False, True]]
     assert torch.isfinite(nucleus_filter(logits, 0.81)).tolist() == [[True, True, False, True]]
     assert torch.isfinite(nucleus_filter(logits, 0.3)).tolist() == [[False, True, False, False]]
+
+
+def test_load_weights_streams_pairs_and_names_a_missing_or_unknown_weight(random_policy):
+    import pytest
+
+    from rlrun.engines.model import load_model
+
+    engine = HFRollout(random_policy)
+    state = {k: v * 0.5 for k, v in load_model(random_policy).state_dict().items()}
+    engine.load_weights(iter(state.items()))  # (name, tensor) pairs, one at a time
+    for key, value in engine.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    first = next(iter(state))
+    with pytest.raises(ValueError, match=rf"^rollout=hf: the trainer sent no \['{first}'\] \(1 missing\)$"):
+        engine.load_weights({k: v for k, v in state.items() if k != first})
+    with pytest.raises(ValueError, match=r"^rollout=hf: the trainer's weight 'model.extra' is not in the rollout model$"):
+        engine.load_weights({**state, "model.extra": state[first]})

