@@ -100,6 +100,19 @@ def timed(engine, problems, cap: int, rounds: int) -> dict:
 
 def main() -> None:
     args = parse_args()
+    names = args.models.split(",")
+    if len(names) > 1:  # one process per model: a vLLM engine keeps its KV cache until its process ends
+        import subprocess
+
+        result: dict = {}
+        for name in names:  # each writes its JSON to a file: vLLM logs to stdout
+            part = Path(tempfile.mkdtemp(prefix="rlrun-bench-vllm-")) / "part.json"
+            subprocess.run([sys.executable, __file__, "--models", name, "--rounds", str(args.rounds),
+                            "--out", str(part)], stdout=sys.stderr, check=True)
+            one = json.loads(part.read_text())
+            result = {**one, "models": {**result.get("models", {}), **one["models"]}}
+        write(result, args.out)
+        return
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from rlrun.engines.rollout.hf import HFRollout
     from rlrun.engines.rollout.vllm import VLLMRollout
@@ -110,7 +123,7 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores", "torch_threads": torch.get_num_threads(),
               "work": f"{PROMPTS} prompts x {GROUP} completions, temperature 1.0", "models": {}}
-    for name in args.models.split(","):
+    for name in names:
         spec, params, context = model_for(name, workdir)
         hf = HFRollout(spec)
         vllm = VLLMRollout(spec, max_model_len=context)
@@ -126,12 +139,15 @@ def main() -> None:
             rows[f"cap{cap}"] = {"cap_used": fits, "hf": got_hf, "vllm": got_vllm,
                                  "vllm_speedup": round(got_hf["s_per_rollout"] / got_vllm["s_per_rollout"], 2)}
         result["models"][name] = {"parameters": params, "rows": rows}
-        del vllm, hf
+    write(result, args.out)
+
+
+def write(result: dict, out: str | None) -> None:
     text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    print(text, flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

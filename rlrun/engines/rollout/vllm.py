@@ -75,7 +75,10 @@ class VLLMRollout:
         self.version = check_version()
         dist.init()  # rlrun's process group first: vLLM takes an existing one, DeepSpeed needs rlrun's
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: load_weights reaches it
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # not 3 INFO lines per weight sync
         from vllm import LLM
+
+        quiet_rotary_reload()
 
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.model_path = model.path
@@ -260,3 +263,16 @@ def checkpoint_names(path: str) -> set[str]:
         with safe_open(file, framework="pt") as f:
             names.update(f.keys())
     return names
+
+
+def quiet_rotary_reload() -> None:
+    """Drop vLLM's warning "RotaryEmbedding: Failed to load weights", logged on every in-place reload:
+    the rotary table is no checkpoint tensor and vLLM puts it back as it was (the probe check after
+    each sync confirms the engine matches the trainer). Every other warning stays."""
+    import logging
+
+    class Quiet(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.getMessage() != "RotaryEmbedding: Failed to load weights"
+
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(Quiet())
