@@ -10,6 +10,8 @@ import torch
 from rlrun.engines.rollout.hf import HFRollout
 from rlrun.types import Problem
 
+pytestmark = pytest.mark.both_venvs  # also in .venv-vllm's transformers (make test-vllm)
+
 
 def pair(spec):
     return HFRollout(spec, decode="hf"), HFRollout(spec, decode="lean")

@@ -1,10 +1,13 @@
 """The HF rollout engine against plain Hugging Face ``generate`` and a full forward pass."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlrun.engines.rollout.hf import HFRollout, nucleus_filter
 from rlrun.types import Problem
+
+pytestmark = pytest.mark.both_venvs  # also in .venv-vllm's transformers (make test-vllm)
 
 PROBLEMS = [Problem(uid=str(i), prompt=f"What is {i}+{7 * i}?" * (i + 1), answer="0") for i in range(3)]
 
@@ -72,8 +75,6 @@ def test_nucleus_filter_keeps_smallest_set_reaching_top_p():
 
 
 def test_load_weights_streams_pairs_and_names_a_missing_or_unknown_weight(random_policy):
-    import pytest
-
     from rlrun.engines.model import load_model
 
     engine = HFRollout(random_policy)
