@@ -92,3 +92,15 @@ def with_verdicts(rollouts, verdicts, step: int = 0):
     from rlrun.types import columns
 
     return rollouts.with_columns(step=step, **columns(verdicts))
+
+
+def steps_logged(run_dir) -> list[int]:
+    """The steps in ``run_dir``'s metrics.jsonl so far (complete lines only; none before it exists)."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            return [json.loads(line)["step"] for line in f if line.endswith("\n")]
+    except FileNotFoundError:
+        return []

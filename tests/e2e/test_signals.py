@@ -12,21 +12,13 @@ import time
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, steps_logged
 
 COMMON = ["debug=cpu", "eval=none", "steps=8", "checkpoint_every=100"]
 
 
 def command(run_dir, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rlrun", *COMMON, f"hydra.run.dir={run_dir}", *extra]
-
-
-def steps_logged(run_dir) -> list[int]:
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return [json.loads(line)["step"] for line in f if line.endswith("\n")]
-    except FileNotFoundError:
-        return []
 
 
 def lines(run_dir) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, steps_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,14 +77,6 @@ def job_field(job_id: str, field: str) -> str:
     return next((word.split("=", 1)[1] for word in shown.split() if word.startswith(field + "=")), "")
 
 
-def steps_in(run_dir) -> list[int]:
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return [json.loads(line)["step"] for line in f if line.endswith("\n")]
-    except FileNotFoundError:
-        return []
-
-
 def test_a_time_limit_and_a_preemption_signal_requeue_the_job_and_it_finishes_as_if_never_stopped(tmp_path):
     """A job whose limit is 1 minute, warned 40 s before it (``--signal=USR1@40``), runs scripts/slurm/train.sbatch.
 
@@ -121,10 +113,10 @@ def test_a_time_limit_and_a_preemption_signal_requeue_the_job_and_it_finishes_as
                 update = subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"],
                                         capture_output=True, text=True)
                 assert update.returncode == 0, update.stderr
-                extended, resumed_from = True, len(steps_in(run))
+                extended, resumed_from = True, len(steps_logged(run))
             if extended and warned_at is None and job_field(job_id, "JobState") == "RUNNING" \
-                    and len(steps_in(run)) >= resumed_from + 20:
-                warned_at = len(steps_in(run))
+                    and len(steps_logged(run)) >= resumed_from + 20:
+                warned_at = len(steps_logged(run))
                 signal = subprocess.run(["scancel", "--signal=USR1", job_id], capture_output=True, text=True)
                 assert signal.returncode == 0, signal.stderr
             time.sleep(0.5)

@@ -355,8 +355,7 @@ class DeepSpeedTrainer:
 
     # -- weights and checkpoints --------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
-        """The full state dict on the CPU, on every rank (:meth:`named_weights` collected). Tied
-        weights appear under each of their names."""
+        """The full state dict on the CPU, on every rank (tied weights under each of their names)."""
         return dict(self.named_weights())
 
     def weight_names(self) -> list[str]:
@@ -364,25 +363,17 @@ class DeepSpeedTrainer:
         return list(self.engine.module.state_dict().keys())
 
     def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """``(name, tensor)`` for every entry of the state dict, one at a time, on the CPU: under
-        ZeRO-3 each parameter is gathered from the ranks' shards only while it is handed on, so a
-        weight sync never holds the whole model twice. A collective under ZeRO-3: every rank must
-        consume the whole iterator, in this order."""
-        module = self.engine.module
-        if self.zero_stage != 3:
-            for key, value in module.state_dict().items():
-                yield key, value.detach().cpu().clone()
-            return
+        """``(name, tensor)`` for every state-dict entry, one at a time, on the CPU; under ZeRO-3
+        each parameter is gathered from the shards only while it is copied (a collective: every
+        rank consumes the whole iterator), so a weight sync never holds the model twice."""
         import deepspeed
 
-        params = dict(module.named_parameters(remove_duplicate=False))
-        buffers = dict(module.named_buffers())
-        for key in self.weight_names():
-            if key in params:
-                with deepspeed.zero.GatheredParameters([params[key]], modifier_rank=None):
-                    value = params[key].detach().cpu().clone()
-            else:
-                value = buffers[key].detach().cpu().clone()
+        module = self.engine.module
+        params = dict(module.named_parameters(remove_duplicate=False)) if self.zero_stage == 3 else {}
+        for key, value in module.state_dict().items():
+            gathered = [params[key]] if key in params else []
+            with deepspeed.zero.GatheredParameters(gathered, modifier_rank=None, enabled=bool(gathered)):
+                value = (gathered[0] if gathered else value).detach().cpu().clone()
             yield key, value
 
     def save(self, directory: str) -> None:
