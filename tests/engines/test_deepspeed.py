@@ -211,3 +211,21 @@ def test_a_step_with_every_advantage_zero_still_steps_the_optimizer(spec):
     assert_state_close(results[1], results[0], atol=0.0)
     changed = [k for k in before if not torch.equal(before[k], results[1][k])]
     assert changed  # weight decay 0.1 moved the matrices
+
+
+def test_the_logprob_gap_is_over_the_tokens_trained_on(spec):
+    """rollout/logprob_gap_{mean,max}: the engine's log-probs are the trainer's own plus a known offset
+    per row; rows 0-1 (advantage 0, skipped: no forward) are off by 0.5 and must not count. Trained:
+    row 2 (7 tokens, off by 0.01), row 4 (3 tokens, 0.02), row 5 (6 tokens, 0.04); row 3 is empty.
+    Mean = (7 * 0.01 + 3 * 0.02 + 6 * 0.04) / 16 = 0.37 / 16 = 0.023125; max 0.04."""
+    t = trainer(spec, 0)
+    batch = rollouts()
+    with torch.no_grad():
+        mine = t.logprobs(batch)
+    offset = torch.tensor([0.5, -0.5, 0.01, 0.0, -0.02, 0.04])[:, None] * batch.mask_NT
+    batch = batch.with_columns(old_logp_NT=mine, logp_NT=mine + offset,
+                               advantages_N=torch.tensor([0.0, 0.0, 1.0, 1.0, -1.0, 1.0]))
+    stats = t.update(batch, ClippedSurrogate(kl_coef=0.0, aggregation="token_mean"))
+    assert stats["rollout/logprob_gap_mean"] == pytest.approx(0.37 / 16, abs=1e-6)
+    assert stats["rollout/logprob_gap_max"] == pytest.approx(0.04, abs=1e-6)
+    assert not any(key.startswith("rollout/gap_") for key in stats)

@@ -19,6 +19,9 @@ checkpoints, so a run samples the same completions again after a resume.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import torch
 
 from rlrun.engines.model import ModelSpec, load_tokenizer
@@ -29,6 +32,31 @@ from rlrun.types import Problem, RolloutMismatch, Sampling, StepBatch, Trainer, 
 PROBE_PROMPTS = ("12+30=", "The answer is ", "7*6=")
 PROBE_TOKENS = 16
 SUPPORTED = ((0, 32), (0, 33))  # vLLM minor versions this engine is tested with (inclusive range)
+# The self-check's tolerances by model.dtype (conf/rollout/vllm.yaml has the same, with how they
+# were measured): the largest |engine - trainer| log-prob of one token, and its mean over the tokens.
+TOLERANCES = {"float32": {"max": 1e-4, "mean": 1e-5}, "bfloat16": {"max": 1.0, "mean": 5e-2}}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max: float
+    mean: float
+
+    def __str__(self) -> str:
+        return f"max {self.max:g}, mean {self.mean:g}"
+
+
+def tolerance_for(dtype: str, table: Mapping[str, Mapping[str, float]]) -> Tolerance:
+    """The ``{max, mean}`` entry of ``table`` (``rollout.check_tolerance``) for ``dtype``, or a
+    one-line error naming what is missing and what would be valid."""
+    if dtype not in table:
+        raise ValueError(f"rollout.check_tolerance has no entry for model.dtype={dtype} (it has "
+                         f"{', '.join(table) or 'none'}): add rollout.check_tolerance.{dtype}={{max: ..., mean: ...}}, "
+                         "measured as in conf/rollout/vllm.yaml")
+    entry = dict(table[dtype])
+    if sorted(entry) != ["max", "mean"] or not all(isinstance(v, (int, float)) and v > 0 for v in entry.values()):
+        raise ValueError(f"rollout.check_tolerance.{dtype}={entry} must be {{max: <positive>, mean: <positive>}}")
+    return Tolerance(max=float(entry["max"]), mean=float(entry["mean"]))
 
 
 def check_version() -> str:
@@ -56,22 +84,24 @@ class VLLMRollout:
     """vLLM sampling under the ``Rollout`` contract (module docstring). ``temperature``/``top_p``
     are the training defaults (a ``Sampling`` overrides them per call, as for evaluation);
     ``max_new_tokens`` caps every budget; ``max_model_len`` bounds prompt + completion;
-    ``gpu_memory_utilization`` is vLLM's share of a GPU (ignored on CPU)."""
+    ``gpu_memory_utilization`` is vLLM's share of a GPU; vLLM's CPU backend reads it as its share of
+    the machine's memory, per engine (each rank has one), unless ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes
+    the KV cache."""
 
     def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0,
                  max_new_tokens: int | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.3, check_every: int = 1,
-                 check_tolerance: float = 1e-4) -> None:
+                 check_tolerance: Mapping[str, Mapping[str, float]] | None = None) -> None:
         if temperature < 0:
             raise ValueError(f"rollout.temperature={temperature} must be >= 0")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"rollout.top_p={top_p} must be in (0, 1]")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens={max_new_tokens} must be >= 1 (or null: no limit)")
-        if check_every < 0 or check_tolerance <= 0:
-            raise ValueError(f"rollout.check_every={check_every} must be >= 0 (0: never) and "
-                             f"rollout.check_tolerance={check_tolerance} > 0")
-        self.check_every, self.check_tolerance = check_every, check_tolerance
+        if check_every < 0:
+            raise ValueError(f"rollout.check_every={check_every} must be >= 0 (0: never)")
+        self.check_every = check_every
+        self.tolerance = tolerance_for(model.dtype, TOLERANCES if check_tolerance is None else check_tolerance)
         self.version = check_version()
         dist.init()  # rlrun's process group first: vLLM takes an existing one, DeepSpeed needs rlrun's
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: load_weights reaches it
@@ -81,7 +111,7 @@ class VLLMRollout:
         quiet_rotary_reload()
 
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
-        self.model_path = model.path
+        self.model_path, self.dtype = model.path, model.dtype
         self.expected: set[str] | None = None  # the weight names checked at start (check_names)
         self.aliases: set[str] = set()  # tied names the checkpoint leaves out (still sent: see check_names)
         self.probe_start: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -152,41 +182,46 @@ class VLLMRollout:
 
         At start (``metrics`` None): the weight names (:meth:`check_names`), then the probe batch
         (:meth:`probe`): the engine's log-probs against the trainer's forward on the same tokens.
-        Every ``check_every`` steps: the step's gap (the trainer's ``rollout/logprob_gap_max`` over the
-        tokens it trained on), then the probe again, which must match the trainer and must have changed
-        since start where the trainer's own log-probs moved by more than a tenth of the tolerance (an
-        engine left with the old weights; a change below the tolerance would pass the gap check)."""
+        Every ``check_every`` steps: the step's gap (the trainer's ``rollout/logprob_gap_{max,mean}``
+        over the tokens it trained on), then the probe again. Each must be within the tolerance of
+        ``model.dtype`` (``rollout.check_tolerance``: the largest one-token gap, and the mean), and
+        the probe must have changed since start where the trainer's own probe log-probs moved on
+        average by more than a tenth of the mean tolerance (an engine left with the old weights; a
+        change below the tolerance would pass the gap check)."""
         if metrics is None:
             self.check_names(trainer.weight_names())
         if not self.check_every or (metrics is not None and step % self.check_every):
             return
-        gap = None if metrics is None else metrics.get("rollout/logprob_gap_max")
-        if gap is not None and gap > self.check_tolerance:
-            self._mismatch(f"by up to {gap:.3g} at step {step} (mean "
-                           f"{metrics.get('rollout/logprob_gap_mean', float('nan')):.3g})")
+        tol = self.tolerance
+        gap = {} if metrics is None else metrics
+        gap_max, gap_mean = gap.get("rollout/logprob_gap_max"), gap.get("rollout/logprob_gap_mean", 0.0)
+        if gap_max is not None and (gap_max > tol.max or gap_mean > tol.mean):
+            self._mismatch(f"by up to {gap_max:.3g} at step {step} (mean {gap_mean:.3g})")
         batch = self.probe()
         mask = batch.mask_NT
-        engine, mine = batch.logp_NT * mask, trainer.logprobs(batch) * mask
-        probe_gap = float((engine - mine).abs().max())
-        if probe_gap > self.check_tolerance:
+        engine, mine = batch.logp_NT * mask, trainer.logprobs(batch).float() * mask
+        tokens = max(float(mask.sum()), 1.0)
+        probe_max = float((engine - mine).abs().max())
+        probe_mean = float((engine - mine).abs().sum()) / tokens
+        if probe_max > tol.max or probe_mean > tol.mean:
             where = "at start" if metrics is None else f"after step {step}"
-            self._mismatch(f"on the probe batch by up to {probe_gap:.3g} {where}")
+            self._mismatch(f"on the probe batch by up to {probe_max:.3g} (mean {probe_mean:.3g}) {where}")
         if metrics is None:
             self.probe_start = (engine, mine)
         elif self.probe_start is not None and engine.shape == self.probe_start[0].shape:
-            trainer_moved = float((mine - self.probe_start[1]).abs().max())
+            trainer_moved = float((mine - self.probe_start[1]).abs().sum()) / tokens
             engine_moved = float((engine - self.probe_start[0]).abs().max())
-            if trainer_moved > self.check_tolerance / 10 and engine_moved == 0:  # not a rounding-level move
+            if trainer_moved > tol.mean / 10 and engine_moved == 0:  # not a rounding-level move
                 raise RolloutMismatch(
                     f"rollout=vllm: the engine's log-probs on the probe batch did not change after step {step} while "
-                    f"the trainer's moved by up to {trainer_moved:.3g}: the weight sync did not reach the engine")
+                    f"the trainer's moved by {trainer_moved:.3g} on average: the weight sync did not reach the engine")
 
     def _mismatch(self, what: str) -> None:
         raise RolloutMismatch(
-            f"rollout=vllm: the engine's log-probs differ from the trainer's {what}; rollout.check_tolerance="
-            f"{self.check_tolerance:g}: the engine is sampling from other weights (a weight sync that did not "
+            f"rollout=vllm: the engine's log-probs differ from the trainer's {what}; rollout.check_tolerance."
+            f"{self.dtype}: {self.tolerance}: the engine is sampling from other weights (a weight sync that did not "
             "take, a stale cache) or in another dtype; compare model.dtype with the trainer's, or raise "
-            "rollout.check_tolerance if the gap is the dtype's rounding")
+            "the tolerance if the gap is the dtype's rounding")
 
     def encode_prompts(self, problems: list[Problem]) -> list[list[int]]:
         return [self.tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]

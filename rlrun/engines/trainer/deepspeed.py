@@ -275,7 +275,7 @@ class DeepSpeedTrainer:
         by the global denominators, so the sum is the mini-batch value), ``optim/lr`` and
         ``optim/grad_norm`` (before clipping); when the batch has the rollout engine's log-probs,
         ``rollout/logprob_gap_{mean,max}``: |this forward's log-prob - the engine's| over the trained
-        tokens (token mean over the mini-batch, and max), the rollout/trainer mismatch."""
+        tokens (their mean, and max), the rollout/trainer mismatch."""
         length_N = (batch.mask_NT > 0).sum(-1)
         groups = 0 if batch.group_N is None else len(torch.unique(batch.group_N))
         local = torch.tensor(
@@ -306,7 +306,7 @@ class DeepSpeedTrainer:
             value, stats = loss(logp, micro)
             if micro.logp_NT is not None:  # the rollout engine's log-probs of the same tokens
                 gap = (logp.detach().float() - micro.logp_NT.float()).abs() * micro.mask_NT
-                stats = {**stats, "rollout/logprob_gap_mean": gap.sum() / max(batch.norm.total_tokens, 1.0)}
+                stats = {**stats, "rollout/gap_sum": gap.sum(), "rollout/gap_tokens": micro.mask_NT.sum()}
                 gap_max = torch.maximum(gap_max, gap.max().double().cpu())
             if not bool(torch.isfinite(value)):  # still one backward: the ranks reduce together
                 bad, value = True, logp.sum() * 0.0
@@ -329,7 +329,8 @@ class DeepSpeedTrainer:
         result = {k: float(v) for k, v in zip(keys, reduced)}
         result.update({"optim/lr": lr, "optim/grad_norm": float(grad_norm),
                        "optim/skipped_steps": float(self.skipped_steps)})
-        if "rollout/logprob_gap_mean" in result:
+        if "rollout/gap_sum" in result:  # the mean over the tokens trained on (skipped rows have no gap)
+            result["rollout/logprob_gap_mean"] = result.pop("rollout/gap_sum") / max(result.pop("rollout/gap_tokens"), 1.0)
             result["rollout/logprob_gap_max"] = float(dist.all_reduce_max(gap_max.reshape(1))[0])
         return result
 
@@ -343,14 +344,13 @@ class DeepSpeedTrainer:
         if self.max_bad_steps and self.bad_in_a_row >= self.max_bad_steps:
             raise BadUpdates(self.bad_in_a_row, self.max_bad_steps)
         lr = float(self.engine.get_lr()[0])
-        keys = sorted(set(sums).union(*dist.all_gather_object(sorted(sums))))
+        keys = sorted(set(sums).union(*dist.all_gather_object(sorted(sums))) - {"rollout/gap_sum", "rollout/gap_tokens"})
         return {**{k: float("nan") for k in keys}, "optim/lr": lr, "optim/grad_norm": float("nan"),
                 "optim/skipped_steps": float(self.skipped_steps)}
 
     def _grad_norm(self) -> float:
         """Global L2 norm of the (already all-reduced) gradients without ZeRO."""
-        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        norms = [g.detach().float().norm() for g in grads]
+        norms = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.stack(norms).norm()) if norms else 0.0
 
     # -- weights and checkpoints --------------------------------------------------------------
