@@ -21,7 +21,7 @@ SLOW_LIMIT_S ?= 630
 # thread per process unless a test asks for more.
 TEST_WORKERS ?= 2
 GPU_LIMIT_S ?= 900
-SLURM_LIMIT_S ?= 280
+SLURM_LIMIT_S ?= 250
 TIER := $(BIN)/python scripts/run_tier.py
 
 .PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env bench-vllm test-gpu tiny-model bench bench-trl compare-embedded docs clean
@@ -71,7 +71,7 @@ vllm-env: $(VLLM_STAMP)
 
 ## test-vllm: rollout=vllm for real on vLLM's CPU build (tests marked vllm, run in .venv-vllm), and the
 ## transformers-facing engine tests (marked both_venvs) again under .venv-vllm's older transformers
-VLLM_LIMIT_S ?= 270
+VLLM_LIMIT_S ?= 300
 test-vllm: $(VLLM_STAMP)
 	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python scripts/run_tier.py vllm $(VLLM_LIMIT_S) -m "vllm or both_venvs" $(PYTEST_ARGS)
 

@@ -97,8 +97,9 @@ def test_two_ranks_share_one_tensor_parallel_engine_in_bfloat16(tmp_path):
     engine and trainer in bf16 (this CPU's AVX-512/AMX kernels), TIS on, 3 steps. Each rank hands the
     engine its own prompts and gets back its own completions: the trainer's log-probs of them (with
     the rank's prompts) stay within the bf16 tolerance (max 1.0, mean 0.05), and they answer the
-    rank's own questions. The self-check runs after every step. The float32, one-process run is the
-    rollout=vllm case of tests/e2e/test_every_option_runs.py."""
+    rank's own questions. The self-check runs after every step. This is also `rlrun debug=cpu
+    rollout=vllm`'s run of tests/e2e/test_every_option_runs.py (left out there: it needs .venv-vllm);
+    float32 with the self-check after an update: tests/engines/test_vllm_multiproc.py."""
     run = tmp_path / "run"
     launcher_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
     env = {k: v for k, v in child_env(OMP_NUM_THREADS="1").items() if k not in launcher_vars}
