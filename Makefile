@@ -24,7 +24,7 @@ GPU_LIMIT_S ?= 900
 SLURM_LIMIT_S ?= 250
 TIER := $(BIN)/python scripts/run_tier.py
 
-.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env bench-vllm test-gpu tiny-model bench bench-trl compare-embedded docs clean
+.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env bench-vllm compare-vllm-demo test-gpu tiny-model bench bench-trl compare-embedded docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -68,6 +68,11 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
 vllm-env: $(VLLM_STAMP)
+
+## compare-vllm-demo: the demo with rollout=vllm and with rollout=hf (~5 min), their end accuracies checked
+## to agree within sampling noise (scripts/compare_vllm_demo.py; outputs/bench/vllm_demo.json)
+compare-vllm-demo: $(VLLM_STAMP)
+	OMP_NUM_THREADS=2 $(VLLM_VENV)/bin/python scripts/compare_vllm_demo.py --out outputs/bench/vllm_demo.json
 
 ## test-vllm: rollout=vllm for real on vLLM's CPU build (tests marked vllm, run in .venv-vllm), and the
 ## transformers-facing engine tests (marked both_venvs) again under .venv-vllm's older transformers
