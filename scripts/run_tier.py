@@ -13,6 +13,10 @@ tier either finishes or fails:
 
       tier slow ran out of time after 840 s while running tests/e2e/test_x.py::test_y
 
+* Under `make test` the whole suite has a deadline (``RLRUN_TEST_DEADLINE``, a Unix time: the
+  start plus ``TEST_BUDGET_S``): a tier gets at most the time left to it, and fails the same way
+  when that runs out (``tier vllm ran out of time of make test's time budget (TEST_BUDGET_S) after
+  212 s while ...``); a tier that would start after it fails at once.
 * A tier that collects no tests (pytest exit 5) fails (exit 1): a selection that runs nothing
   passes nothing.
 * A tier whose every test is skipped passes, and says so with the reasons (``make test-gpu`` without
@@ -139,7 +143,14 @@ def main(argv: list[str]) -> int:
         print(__doc__.splitlines()[0], file=sys.stderr)
         return 2
     tier, limit_text, args = argv[0], argv[1], argv[2:]
-    limit = float(limit_text)
+    limit, cause = float(limit_text), f"after {limit_text} s"
+    if os.environ.get("RLRUN_TEST_DEADLINE"):  # `make test` bounds the whole suite (TEST_BUDGET_S)
+        left = float(os.environ["RLRUN_TEST_DEADLINE"]) - time.time()
+        if left <= 0:
+            print(f"tier {tier} did not start: make test's time budget (TEST_BUDGET_S) is spent", flush=True)
+            return 1
+        if left < limit:
+            limit, cause = left, f"of make test's time budget (TEST_BUDGET_S) after {left:.0f} s"
     try:  # orphans of pytest's children (pytest stopped first) stay findable below us
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
@@ -175,7 +186,7 @@ def main(argv: list[str]) -> int:
             if stop:
                 print(f"tier {tier} stopped by signal {stop[0]} while {doing}", flush=True)
                 return 128 + stop[0]
-            print(f"tier {tier} ran out of time after {limit_text} s while {doing}", flush=True)
+            print(f"tier {tier} ran out of time {cause} while {doing}", flush=True)
             return 1
     if rc == 5:
         print(f"tier {tier} collected no tests (pytest exit 5): a tier that runs nothing fails", flush=True)

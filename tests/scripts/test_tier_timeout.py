@@ -41,13 +41,16 @@ def test_skipped():
 '''
 
 
-def run_tier(tmp_path: Path, limit: str, *pytest_args: str) -> tuple[int, str, float]:
+def run_tier(tmp_path: Path, limit: str, *pytest_args: str, deadline: float | None = None) -> tuple[int, str, float]:
     (tmp_path / "test_tiny.py").write_text(TESTS)
+    env = {k: v for k, v in os.environ.items() if k != "RLRUN_TEST_DEADLINE"}
+    if deadline is not None:
+        env["RLRUN_TEST_DEADLINE"] = str(deadline)
     began = time.monotonic()
     proc = subprocess.run(
         [sys.executable, str(RUN_TIER), "demo", limit, "test_tiny.py", "-p", "no:cacheprovider", "-ra",
          *pytest_args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
     )
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - began
 
@@ -104,3 +107,16 @@ def test_under_xdist_the_line_names_every_running_test(tmp_path):
     named = last.split(" while running ")[1].split(" and ")
     assert sorted(named) == ["test_tiny.py::test_sleeps", "test_tiny.py::test_sleeps_too"], out
     assert seconds < 60, out
+
+
+def test_make_tests_deadline_cuts_a_tier_short_and_a_spent_one_starts_nothing(tmp_path):
+    rc, out, seconds = run_tier(tmp_path, "60", "-k", "quick or sleeps", deadline=time.time() + 4)
+    last = out.strip().splitlines()[-1]
+    assert rc == 1 and seconds < 40, out  # the 60 s limit gave way to the 4 s left
+    assert last.startswith("tier demo ran out of time of make test's time budget (TEST_BUDGET_S) after "), out
+    assert last.endswith(" s while running test_tiny.py::test_sleeps"), out
+    rc, out, _ = run_tier(tmp_path, "60", "-k", "quick", deadline=time.time() - 1)
+    assert rc == 1 and out.strip().splitlines() == [
+        "tier demo did not start: make test's time budget (TEST_BUDGET_S) is spent"], out
+    rc, out, _ = run_tier(tmp_path, "60", "-k", "quick", deadline=time.time() + 3600)
+    assert rc == 0, out  # time enough: the tier's own limit stands
