@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from bench_vllm import write  # scripts/ is this script's sys.path[0]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
 
@@ -104,7 +106,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(int(os.environ.get("RLRUN_THREADS", "2")))
-        write(rlrun_steps(args.rlrun_worker, args.steps), args.out, quiet=True)
+        write(rlrun_steps(args.rlrun_worker, args.steps), args.out)  # stdout: the parent discards it
         return
     with tempfile.TemporaryDirectory(prefix="rlrun-bench-step-") as tmp:
         rounds = []
@@ -116,16 +118,6 @@ def main() -> None:
     write({"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
            "steps": args.steps, "s_per_step_median": med,
            "rlrun_vllm_vs_trl_vllm": med["rlrun_vllm"] / med["trl_vllm"], "rounds": rounds}, args.out)
-
-
-def write(result: dict, out: str | None, quiet: bool = False) -> None:
-    text = json.dumps(result, indent=1)
-    if not quiet:
-        print(text)
-    if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w") as f:
-            f.write(text + "\n")
 
 
 if __name__ == "__main__":

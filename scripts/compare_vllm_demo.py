@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from bench_vllm import write  # scripts/ is this script's sys.path[0]
+
 ENGINES = ("vllm", "hf")
 
 
@@ -53,12 +55,7 @@ def main() -> None:
         runs = {engine: run_demo(engine, os.path.join(tmp, engine), overrides) for engine in ENGINES}
     result = {"date": time.strftime("%Y-%m-%d"), "runs": runs,
               **agreement(runs["vllm"]["end"]["acc"], runs["hf"]["end"]["acc"], args.questions)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    write(result, args.out)
     if not result["within_noise"]:
         print(f"compare_vllm_demo: the end accuracies differ by {result['difference']:+.3f}, more than the "
               f"noise bound {result['bound']:.3f} (vllm {runs['vllm']['end']['acc']:.3f}, hf "

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
 import torch
+from bench_vllm import write  # scripts/ is this script's sys.path[0]
 
 from rlrun.engines.rollout.vllm import VLLMRollout
 from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer
@@ -47,13 +47,9 @@ def main() -> None:
         batches.append(gap(engine.generate(ArithProblems(seed=seed).held_out(4), 4, [256] * 4), trainer))
     probe = gap(engine.probe(), trainer)
     tokens = sum(b["tokens"] for b in batches)
-    text = json.dumps({"dtype": args.dtype, "engine": f"vllm {engine.version}", "batches": batches, "probe": probe,
-                       "max": max(b["max"] for b in batches),
-                       "mean": sum(b["mean"] * b["tokens"] for b in batches) / tokens, "tokens": tokens}, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    write({"dtype": args.dtype, "engine": f"vllm {engine.version}", "batches": batches, "probe": probe,
+           "max": max(b["max"] for b in batches),
+           "mean": sum(b["mean"] * b["tokens"] for b in batches) / tokens, "tokens": tokens}, args.out)
 
 
 if __name__ == "__main__":

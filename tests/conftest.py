@@ -17,6 +17,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def load_script(name: str):
+    """scripts/<name> imported as a module (the scripts are not a package), for their tests."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    if str(path.parent) not in sys.path:  # its sibling scripts import as when it runs
+        sys.path.append(str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"rlrun_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_random_policy(directory, hidden: int = 64, seed: int = 0) -> ModelSpec:
     """A randomly initialised Qwen2ForCausalLM and a character tokenizer, saved like a real model
     (weights in ``directory/model``, tokenizer in ``directory/tokenizer``)."""

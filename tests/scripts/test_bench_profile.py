@@ -3,19 +3,10 @@ layer and the attention products, forward and backward, checked against a hand c
 model (hidden 128, 2 layers, 4 query / 2 key-value heads of 32, MLP 512, vocabulary 100, tied head)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-
-def load_bench():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
-    spec = importlib.util.spec_from_file_location("rlrun_bench_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def hand_count(rows: int, seq: int, kept: int) -> tuple[int, int]:
@@ -31,7 +22,7 @@ def test_the_profile_counts_linear_and_attention_flops_of_forward_and_backward()
     from rlrun.engines.model import load_model
     from rlrun.tasks.tiny_model import tiny_model_spec
 
-    bench = load_bench()
+    bench = load_script("bench.py")
     model = load_model(tiny_model_spec()).eval()
     ids = torch.randint(3, 100, (2, 10))
     linear, attention = hand_count(2, 10, 4)

@@ -3,22 +3,13 @@ rates over n questions agree when their difference is at most 3 standard errors,
 3 sqrt(2 p (1 - p) / n) at the pooled rate p, kept within [1/n, 1 - 1/n]. Hand-computed."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-
-def load_script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "compare_vllm_demo.py"
-    spec = importlib.util.spec_from_file_location("rlrun_compare_vllm_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_the_noise_bound_by_hand():
-    agreement = load_script().agreement
+    agreement = load_script("compare_vllm_demo.py").agreement
     # p = (0.996 + 0.965) / 2 = 0.9805; 3 sqrt(2 * 0.9805 * 0.0195 / 256) = 3 * 0.0122217 = 0.036665
     near = agreement(0.996, 0.965, 256)
     assert near["bound"] == pytest.approx(0.036665, abs=1e-6)
