@@ -319,6 +319,15 @@ class ChecksRollout(Protocol):
 
 
 @runtime_checkable
+class SleepsRollout(Protocol):
+    """A rollout engine that can give its accelerator memory back while the trainer updates: the loop
+    calls ``sleep`` after sampling; the engine wakes itself (weights first, re-synced by the next
+    ``load_weights``, then its cache) before it samples again."""
+
+    def sleep(self) -> None: ...
+
+
+@runtime_checkable
 class CarriesHistory(Protocol):
     """A logger with a history of its own (W&B): a resumed run hands it the lines already logged up
     to the checkpoint (``metrics.jsonl`` of the run being resumed) to log what it lacks."""

@@ -17,7 +17,7 @@ from rlrun.runtime import checkpoint, dist, report, rundir, stopping
 from rlrun.runtime.evaluation import Evaluator, end_points, gathered_metrics, verifier_counts
 from rlrun.runtime.monitor import run_monitors
 from rlrun.runtime.sampling import Sampled, sample, timed
-from rlrun.types import CarriesHistory, ChecksRollout, HasBatchMetrics, HasMetrics, UpdatesFailed
+from rlrun.types import CarriesHistory, ChecksRollout, HasBatchMetrics, HasMetrics, SleepsRollout, UpdatesFailed
 
 
 def train_step(run, step: int) -> dict[str, float]:
@@ -34,6 +34,8 @@ def train_step(run, step: int) -> dict[str, float]:
     counts = dist.all_reduce_sum(torch.tensor([float(len(got.batch)), float(len(kept))]))
     if counts[1] == 0:  # nothing to learn from on any rank: no optimizer step
         return step_metrics(run, got, times, {"rollout/skipped_update": 1.0}, counts)
+    if isinstance(run.rollout, SleepsRollout):  # rollout.sleep: the engine's memory back for the update
+        run.rollout.sleep()
     if run.loss.needs_reference:
         with timed(times, "ref_logprobs"):
             kept = kept.with_columns(ref_logp_NT=run.trainer.logprobs(kept, reference=True))

@@ -135,6 +135,18 @@ def test_a_tensor_parallel_size_that_does_not_divide_the_ranks_is_one_line():
         VLLMRollout(tiny_model_spec(), tensor_parallel_size=2)
 
 
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (make test-vllm)")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks vLLM's CPU backend (the GPU run: test_vllm_gpu.py)")
+def test_sleep_mode_on_the_cpu_backend_is_one_line():
+    from rlrun.engines.rollout.vllm import VLLMRollout
+    from rlrun.tasks.tiny_model import tiny_model_spec
+
+    with pytest.raises(ValueError, match=r"^rollout\.sleep=true needs vLLM on a CUDA or ROCm GPU; this vLLM runs on "
+                                         r"cpu, which has no sleep mode: set rollout\.sleep=false$"):
+        VLLMRollout(tiny_model_spec(), sleep=True)
+
+
 @pytest.mark.skipif(HAVE_VLLM, reason="checks the venv without vLLM")
 def test_without_vllm_rollout_vllm_is_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "rlrun", "debug=cpu", "eval=none", "rollout=vllm",

@@ -18,6 +18,13 @@ the ranks as data parallelism outside the model). ``tensor_parallel_size=k`` spl
 each k consecutive ranks (vLLM's ``external_launcher``): those ranks gather their requests, generate
 the union together and each keeps its own completions (:meth:`VLLMRollout._run`).
 
+Sleep mode (``rollout.sleep=true``, vLLM on a CUDA or ROCm GPU): after sampling, the loop puts the
+engine to sleep (vLLM's level 1: weights copied to host memory, the KV cache freed) so that the update
+has the GPU; the next :meth:`VLLMRollout.load_weights` wakes the weights first, loads the trainer's
+new weights into them, then wakes the KV cache. Level 2 (weights dropped, not copied) is not offered:
+it also drops buffers that are no checkpoint tensor (the rotary table), which no sync puts back.
+vLLM's CPU backend has no sleep mode: asking for it there is a one-line error at start.
+
 Seeds: each prompt's request gets a seed drawn from torch's generator, which rlrun seeds and
 checkpoints, so a run samples the same completions again after a resume.
 """
@@ -98,7 +105,7 @@ class VLLMRollout:
                  max_new_tokens: int | None = None, max_model_len: int | None = None,
                  gpu_memory_utilization: float = 0.3, check_every: int = 1,
                  check_tolerance: Mapping[str, Mapping[str, float]] | None = None,
-                 tensor_parallel_size: int = 1) -> None:
+                 tensor_parallel_size: int = 1, sleep: bool = False) -> None:
         if temperature < 0:
             raise ValueError(f"rollout.temperature={temperature} must be >= 0")
         if not 0.0 < top_p <= 1.0:
@@ -121,7 +128,12 @@ class VLLMRollout:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: load_weights reaches it
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # not 3 INFO lines per weight sync
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        if sleep and not current_platform.is_sleep_mode_available():
+            raise ValueError(f"rollout.sleep=true needs vLLM on a CUDA or ROCm GPU; this vLLM runs on "
+                             f"{current_platform.device_type or 'cpu'}, which has no sleep mode: set rollout.sleep=false")
+        self.sleeps, self.asleep = sleep, False
         quiet_rotary_reload()
 
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
@@ -132,7 +144,20 @@ class VLLMRollout:
         self.tokenizer = load_tokenizer(model)
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer_path or model.path, dtype=model.dtype,
                        max_model_len=max_model_len, enable_prefix_caching=True, seed=0,
-                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs", **parallel)
+                       gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs",
+                       enable_sleep_mode=sleep, **parallel)
+
+    def sleep(self) -> None:
+        """With ``rollout.sleep``: the engine's GPU memory back for the update (module docstring)."""
+        if self.sleeps and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        """Awake again if asleep (the weights as they were, for sampling without a sync in between)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def load_weights(self, weights: Weights) -> None:
         """The trainer's weights into the engine in place, handed over one tensor at a time (vLLM's
@@ -150,6 +175,8 @@ class VLLMRollout:
                 yield name, tensor  # aliases too: without lm_head.weight a tied model's sync did not take
 
         items = counted()
+        if self.asleep:  # weights first: the KV cache is not allocated until the weights are in
+            self.llm.wake_up(tags=["weights"])
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items})
         for _ in items:  # the rest, if the engine stopped early: under ZeRO-3 every rank gathers every one
             pass
@@ -157,6 +184,9 @@ class VLLMRollout:
         if missing:
             raise RolloutMismatch(f"rollout=vllm: the trainer sent no {sorted(missing)[:3]} ({len(missing)} of the "
                                   "engine's weights): they would stay stale")
+        if self.asleep:
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         self.llm.reset_prefix_cache()
 
     def check_names(self, names: list[str]) -> None:
@@ -184,6 +214,7 @@ class VLLMRollout:
         fixed seed, so rlrun's random stream (which checkpoints save) is not touched."""
         from vllm import SamplingParams
 
+        self.wake()
         problems = [Problem(uid=f"probe-{i}", prompt=text, answer="") for i, text in enumerate(PROBE_PROMPTS)]
         prompt_ids = self.encode_prompts(problems)
         params = SamplingParams(n=1, temperature=0.0, max_tokens=PROBE_TOKENS, logprobs=0, seed=0,
@@ -265,6 +296,7 @@ class VLLMRollout:
         with the tensor-parallel rank innermost), all generate the union, each keeps its own part."""
         from vllm import SamplingParams
 
+        self.wake()
         parts = [requests]
         if self.tp > 1:
             group = dist.rank() // self.tp
