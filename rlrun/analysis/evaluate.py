@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="tiny, a checkpoint dir, or a Hugging Face model dir")
     p.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
+    p.add_argument("--chat-format", choices=("plain", "chatml", "deepseek_r1"),
+                   help="how the prompt is put to the model (default: a checkpoint's own run's, else plain)")
+    p.add_argument("--system-prompt", help="the system turn of --chat-format")
+    p.add_argument("--generation-suffix", help="written after the assistant header, e.g. '<think>\\n'")
     p.add_argument("--data", default="arith", help="comma-separated: arith and/or builtin benchmark names")
     p.add_argument("--budgets", default="256", help="comma-separated token budgets, e.g. 96,256")
     p.add_argument("--k", type=int, default=1, help="samples per question")
@@ -65,21 +69,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def model_spec(model: str, tokenizer: str | None):
-    """``(ModelSpec, run dir or None)`` for ``tiny``, an rlrun checkpoint, or a model directory."""
+def model_spec(model: str, tokenizer: str | None, chat: dict | None = None):
+    """``(ModelSpec, run dir or None)`` for ``tiny``, an rlrun checkpoint, or a model directory;
+    ``chat``: ModelSpec's chat fields given on the command line (over a checkpoint's own)."""
+    chat = chat or {}
     from rlrun.engines.model import ModelSpec
     from rlrun.tasks.tiny_model import tiny_model_spec
 
     if model == "tiny":
+        if chat:
+            raise SystemExit("rlrun-eval: error: --model tiny is plain text (no chat format); leave out "
+                             "--chat-format/--system-prompt/--generation-suffix")
         return tiny_model_spec(), None
     path = Path(model)
     if (path / "model").is_dir():  # a checkpoint rlrun wrote: <run>/checkpoints/step_N/
         tok = tokenizer or (str(path / "tokenizer") if (path / "tokenizer").is_dir() else None)
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-        return ModelSpec(str(path / "model"), tok), run_dir
+        return ModelSpec(str(path / "model"), tok, **{**run_chat(path), **chat}), run_dir
     if not path.is_dir() and not tokenizer:
         raise SystemExit(f"rlrun-eval: error: --model={model} is not tiny, a checkpoint dir or a model dir")
-    return ModelSpec(model, tokenizer), None
+    return ModelSpec(model, tokenizer, **chat), None
+
+
+def run_chat(checkpoint: Path) -> dict:
+    """The chat format the checkpoint's run trained with (its ``config.json``), as ModelSpec fields."""
+    from rlrun.runtime.checkpoint import CONFIG
+
+    try:
+        model = json.loads((checkpoint / CONFIG).read_text())["resolved"]["model"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return {}
+    return {k: model[k] for k in ("chat_format", "system_prompt", "generation_suffix") if k in model}
 
 
 def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, float]:
@@ -186,7 +206,12 @@ def main(argv: list[str] | None = None) -> None:
         fail(str(exc))
     from rlrun.engines.rollout.hf import HFRollout
 
-    spec, run_dir = model_spec(args.model, args.tokenizer)
+    chat = {key: value for key, value in (("chat_format", args.chat_format), ("system_prompt", args.system_prompt),
+                                          ("generation_suffix", args.generation_suffix)) if value is not None}
+    try:
+        spec, run_dir = model_spec(args.model, args.tokenizer, chat)
+    except ValueError as exc:  # a chat format that cannot be (plain with a system prompt)
+        fail(str(exc))
     rollout = HFRollout(spec, temperature=args.temperature, top_p=args.top_p)
     results = evaluate_all(rollout, names, args, baseline)
     out_dir = Path(args.out or run_dir or os.getcwd())

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlrun.engines.chat import ChatFormat, check_against_tokenizer
+
 # Files one of which a model or tokenizer dir written by save_pretrained holds
 MARKERS = ("config.json", "tokenizer_config.json", "tokenizer.json")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -24,13 +26,30 @@ class ModelSpec:
     path: str
     tokenizer_path: str | None = None
     dtype: str = "float32"
+    # how the prompt is put to the model (rlrun.engines.chat): plain | chatml | deepseek_r1
+    chat_format: str = "plain"
+    system_prompt: str | None = None
+    generation_suffix: str = ""
+    # the model's context (prompt + completion tokens; vLLM's max_model_len) and the generation cap
+    # its papers evaluate at (the rollout engines' default cap); None: the engine's own
+    context_length: int | None = None
+    max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype={self.dtype!r} is not one of {sorted(DTYPES)}")
+        _ = self.chat  # a bad chat format fails here, when the config is built
+        for key, value in (("model.context_length", self.context_length), ("model.max_new_tokens", self.max_new_tokens)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key}={value!r} must be a positive number of tokens (or null)")
         for key, value in (("model.path", self.path), ("model.tokenizer_path", self.tokenizer_path)):
             if value is not None:
                 check_local(key, value)
+
+
+    @property
+    def chat(self) -> ChatFormat:
+        return ChatFormat(self.chat_format, self.system_prompt, self.generation_suffix)
 
 
 class ModelError(ValueError):
@@ -89,3 +108,13 @@ def load_model(spec: ModelSpec) -> torch.nn.Module:
     hf_logging.disable_progress_bar()  # per-shard bars on every load and save are noise in a run log
     return fetched("model.path", spec.path,
                    lambda path: AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[spec.dtype]))
+
+
+def chat_note(spec: ModelSpec, tokenizer) -> None:
+    """At start: warn in one line where ``spec``'s chat format renders a prompt otherwise than the
+    tokenizer's own chat template (:func:`rlrun.engines.chat.check_against_tokenizer`)."""
+    import warnings
+
+    note = check_against_tokenizer(spec.chat, tokenizer)
+    if note is not None:
+        warnings.warn(note, stacklevel=2)

@@ -22,12 +22,31 @@ SLOW = {("trainer", "zero3_offload")}
 DEBUG_EXTRA = {("experiment", "compare/gfpo"): ["algo.filter.keep=2"]}  # first use compiles DeepSpeed's CPU Adam (~3 min)
 
 
+def real_model_presets() -> dict[str, str]:
+    """The presets of real (hub) models, one per chat format, by name: they differ from each other
+    only in values (the hub id, the system turn, the caps), which tests/configs/test_model_presets.py
+    checks for every one; a run swaps the hub model for the tiny one and keeps the format."""
+    from omegaconf import OmegaConf
+
+    first: dict[str, str] = {}
+    for path in sorted((CONF / "model").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if "chat_format" in node and "/" in str(node.path):
+            first.setdefault(str(node.chat_format), path.stem)
+    return {name: fmt for fmt, name in first.items()}
+
+
+REAL = real_model_presets()
+
+
 def options():
     for group in ("model", "rollout", "trainer", "logger", "experiment"):  # algo: test_combinations.py
         for path in sorted((CONF / group).rglob("*.yaml")):
             option = str(path.relative_to(CONF / group).with_suffix(""))
             if (group, option) == ("rollout", "vllm"):
                 continue  # needs .venv-vllm: `rlrun debug=cpu rollout=vllm` runs in tests/engines/test_rollout_vllm.py
+            if group == "model" and option not in ("hf", "tiny", "tiny_compare") and option not in REAL:
+                continue  # a real model preset whose chat format another one runs (REAL)
             marks = [pytest.mark.slow] if (group, option) in SLOW else []
             yield pytest.param(group, option, marks=marks, id=f"{group}={option}")
 
@@ -36,7 +55,7 @@ def options():
 def test_option_runs_two_debug_steps(group, option, tmp_path):
     dist.init()
     extra = debug_overrides(option) if group == "experiment" else []
-    if (group, option) == ("model", "hf"):  # any model dir: the tiny model's, loaded the generic way
+    if group == "model" and (option == "hf" or option in REAL):  # the tiny model's dir, loaded the generic way
         from rlrun.tasks.tiny_model import tiny_model_spec
 
         spec = tiny_model_spec()

@@ -12,7 +12,7 @@ import inspect
 import torch
 
 from rlrun.engines.rollout import lean
-from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.engines.model import ModelSpec, chat_note, load_model, load_tokenizer
 from rlrun.types import Problem, Sampling, StepBatch, Weights, weight_items
 
 DECODES = ("auto", "lean", "hf")  # auto: lean where the model is supported, else the plain HF forward
@@ -45,7 +45,7 @@ class HFRollout:
             raise ValueError(f"rollout.decode={decode!r}; valid: {', '.join(DECODES)}")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens={max_new_tokens} must be >= 1 (or null: no limit)")
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = model.max_new_tokens if max_new_tokens is None else max_new_tokens
         if temperature < 0:
             raise ValueError(f"rollout.temperature={temperature} must be >= 0")
         if not 0.0 < top_p <= 1.0:
@@ -53,6 +53,8 @@ class HFRollout:
         self.temperature = temperature
         self.top_p = top_p
         self.tokenizer = load_tokenizer(model)
+        self.chat = model.chat
+        chat_note(model, self.tokenizer)
         self.model = load_model(model).eval()
         self.model.requires_grad_(False)
         # transformers 5.2x renamed forward's past_key_values to cache (the old name warns); the
@@ -80,7 +82,7 @@ class HFRollout:
             raise ValueError(f"rollout=hf: the trainer sent no {sorted(missing)[:3]} ({len(missing)} missing)")
 
     def encode_prompts(self, problems: list[Problem]) -> list[list[int]]:
-        return [self.tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]
+        return [self.chat.encode(self.tokenizer, p.prompt) for p in problems]
 
     @torch.no_grad()
     def generate(self, problems: list[Problem], group_size: int, budgets: list[int],

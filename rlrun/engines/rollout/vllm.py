@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlrun.engines.model import ModelSpec, load_tokenizer
+from rlrun.engines.model import ModelSpec, chat_note, load_tokenizer
 from rlrun.runtime import dist
 from rlrun.types import Problem, RolloutMismatch, Sampling, StepBatch, Trainer, Weights, weight_items
 
@@ -136,12 +136,16 @@ class VLLMRollout:
         self.sleeps, self.asleep = sleep, False
         quiet_rotary_reload()
 
+        max_new_tokens = model.max_new_tokens if max_new_tokens is None else max_new_tokens
+        max_model_len = model.context_length if max_model_len is None else max_model_len
         self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
         self.model_path, self.dtype = model.path, model.dtype
         self.expected: set[str] | None = None  # the weight names checked at start (check_names)
         self.aliases: set[str] = set()  # tied names the checkpoint leaves out (still sent: see check_names)
         self.probe_start: tuple[torch.Tensor, torch.Tensor] | None = None
         self.tokenizer = load_tokenizer(model)
+        self.chat = model.chat
+        chat_note(model, self.tokenizer)
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer_path or model.path, dtype=model.dtype,
                        max_model_len=max_model_len, enable_prefix_caching=True, seed=0,
                        gpu_memory_utilization=gpu_memory_utilization, logprobs_mode="raw_logprobs",
@@ -269,7 +273,7 @@ class VLLMRollout:
             "the tolerance if the gap is the dtype's rounding")
 
     def encode_prompts(self, problems: list[Problem]) -> list[list[int]]:
-        return [self.tokenizer(p.prompt, add_special_tokens=True)["input_ids"] for p in problems]
+        return [self.chat.encode(self.tokenizer, p.prompt) for p in problems]
 
     def generate(self, problems: list[Problem], group_size: int, budgets: list[int],
                  sampling: Sampling | None = None) -> StepBatch:
