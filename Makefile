@@ -135,6 +135,17 @@ compare-embedded: $(STAMP)
 	$(BIN)/python scripts/compare_embedded.py $(COMPARE_DIR)
 	$(BIN)/rlrun-pareto $(COMPARE_DIR)
 
+## repro-<paper>: a paper's own setting (conf/experiment/repro/<paper>/, ALGORITHMS.md 6) and
+## repro-<paper>-small: the smallest honest one on one GPU (conf/experiment/repro/<paper>_small/, 7):
+## every arm (the method and its baseline) as one multirun, then repro.md with our numbers beside the
+## paper's (rlrun-repro). `make repro-drpo-small --dry-run` prints the hardware and the composed configs
+## and runs nothing; `make repro-drpo-small debug=cpu` runs each arm 2 steps on the tiny model;
+## REPRO_ARGS=hydra/launcher=slurm puts the arms on SLURM (any override goes in REPRO_ARGS)
+REPRO_ARGS ?=
+repro-%: $(STAMP)
+	+$(BIN)/rlrun-repro $(subst -,_,$*) $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run) \
+		$(if $(debug),debug=$(debug)) $(REPRO_ARGS)
+
 ## docs: build the documentation site (MkDocs + Material, docs/ and mkdocs.yml) into outputs/site;
 ## --strict fails on a broken link or anchor (browse it live with .venv/bin/mkdocs serve)
 docs: $(STAMP)

@@ -88,7 +88,8 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     """The top-level keys and the eval group as ``Settings``, type- and range-checked."""
     groups = config_groups()
     top = check_fields("", cfg, Settings, skip=("out_dir", "eval", "checkpoint"))
-    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra", "checkpoint"}
+    # repro: a reproduction preset's description (rlrun.analysis.repro reads it; training does not)
+    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra", "checkpoint", "repro"}
     for key in cfg:
         if key not in allowed:
             raise ConfigError(

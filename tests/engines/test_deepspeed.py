@@ -24,7 +24,7 @@ from deepspeed_fixtures import (
 )
 from rlrun.core.losses import ClippedSurrogate
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.engines.trainer.batching import micro_batches, pack
+from rlrun.engines.trainer.batching import chunk_rows, micro_batches, pack
 from rlrun.engines.trainer.deepspeed import DeepSpeedTrainer
 from rlrun.engines.trainer.optim import OptimSettings, lr_factor
 
@@ -45,9 +45,8 @@ def rollouts(seed: int = 1):
 
 def trainer(spec: ModelSpec, stage: int, **kw) -> DeepSpeedTrainer:
     kw.setdefault("optim", OPTIM)
-    return DeepSpeedTrainer(
-        spec, total_steps=4, zero_stage=stage, micro_batch_size=2, deepspeed_config=SHARD, **kw
-    )
+    kw.setdefault("micro_batch_size", 2)
+    return DeepSpeedTrainer(spec, total_steps=4, zero_stage=stage, deepspeed_config=SHARD, **kw)
 
 
 def test_lr_factor_warmup_then_cosine():
@@ -74,8 +73,17 @@ def test_pack_left_pads_prompts_and_right_pads_completions():
 
 def test_micro_batches_sort_by_length_and_pad_to_count():
     # lengths 3, 9, 1, 5, 7 -> order 1, 4, 3, 0, 2 -> [1 4] [3 0] [2], plus one empty batch.
-    got = micro_batches([3, 9, 1, 5, 7], size=2, count=4)
+    got = micro_batches(chunk_rows([3, 9, 1, 5, 7], size=2), count=4)
     assert [b.tolist() for b in got] == [[1, 4], [3, 0], [2], []]
+
+
+def test_a_token_budget_packs_short_rows_many_and_long_rows_few():
+    # lengths 30, 90, 10, 50, 70, 12, 11 -> order 1(90) 4(70) 3(50) 0(30) 5(12) 6(11) 2(10); budget 100 padded
+    # positions: [1] alone (2 x 90 > 100), [4] (2 x 70), [3] (2 x 50 = 100 fits: [3 0]), then 12 x 3 ... 12 x 4 = 48
+    lengths = [30, 90, 10, 50, 70, 12, 11]
+    assert chunk_rows(lengths, size=8, tokens=100) == [[1], [4], [3, 0], [5, 6, 2]]
+    assert chunk_rows(lengths, size=2, tokens=100) == [[1], [4], [3, 0], [5, 6], [2]]  # and at most 2 rows
+    assert chunk_rows([150, 20], size=8, tokens=100) == [[0], [1]]  # a row over the budget goes alone
 
 
 @pytest.mark.parametrize("stage", [0, 3])
@@ -178,6 +186,24 @@ def test_weights_is_the_full_state_dict_with_tied_embeddings(tmp_path, stage):
     tied = build_tiny(str(tmp_path), tie_word_embeddings=True)
     want = load_model(tied).state_dict()
     assert_state_close(trainer(tied, stage).weights(), want, atol=0.0)
+
+
+@pytest.mark.parametrize("stage", [0, 3])
+def test_a_token_budget_per_micro_batch_takes_the_same_step_as_the_row_count(spec, stage):
+    # Row lengths (prompt + completion) 7 4 12 5 5 8, longest first: rows 2 5 0 3 4 1.
+    # micro_batch_size=2 -> [2 5] [0 3] [4 1]; a budget of 24 padded positions with up to 6 rows ->
+    # [2 5] (2 x 12), [0 3 4] (3 x 7; a 4th row would make 28), [1]. The global loss denominators
+    # make the optimizer step the same either way.
+    ro = rollouts()
+    loss = ClippedSurrogate(kl_coef=0.1)
+    results, plans = [], []
+    for size, tokens in ((2, None), (6, 24)):
+        t = trainer(spec, stage, micro_batch_size=size, micro_batch_tokens=tokens)
+        batch = make_batch(ro, t.logprobs(ro), 0.9 * t.logprobs(ro, reference=True), seed=2)
+        plans.append([len(index) for index in t._plan(batch)])
+        results.append((t.update(batch, loss), t.weights()))
+    assert plans == [[2, 2, 2], [2, 3, 1]], plans
+    assert_same_update(results[1], results[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("stage", [0, 3])

@@ -34,12 +34,26 @@ def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, mi
     return ids, attn, position_ids, ids[:, width_p:], mask
 
 
-def micro_batches(lengths: list[int], size: int, count: int) -> list[torch.Tensor]:
-    """Row indices split into ``count`` micro-batches of at most ``size`` rows, longest rows
-    first (rows of similar length share a batch); missing batches are empty."""
+def chunk_rows(lengths: list[int], size: int, tokens: int | None = None) -> list[list[int]]:
+    """Row indices, longest rows first (rows of similar length share a batch), in micro-batches of
+    at most ``size`` rows and, with ``tokens``, at most ``tokens`` padded positions (the rows times
+    the micro-batch's longest row; a row longer than ``tokens`` goes alone): a token budget keeps
+    long rows few to a micro-batch and short rows many."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    chunks = [torch.tensor(order[i : i + size], dtype=torch.long) for i in range(0, len(order), size)]
-    return chunks + [torch.zeros(0, dtype=torch.long)] * (count - len(chunks))
+    chunks: list[list[int]] = []
+    for i in order:
+        last = chunks[-1] if chunks else None
+        if last and len(last) < size and (tokens is None or (len(last) + 1) * lengths[last[0]] <= tokens):
+            last.append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def micro_batches(chunks: list[list[int]], count: int) -> list[torch.Tensor]:
+    """``chunks`` (of :func:`chunk_rows`) as ``count`` index tensors, the missing ones empty."""
+    out = [torch.tensor(chunk, dtype=torch.long) for chunk in chunks]
+    return out + [torch.zeros(0, dtype=torch.long)] * (count - len(out))
 
 
 def columns(batch: StepBatch, index: torch.Tensor, width: int, device: torch.device) -> StepBatch:

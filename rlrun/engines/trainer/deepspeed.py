@@ -17,9 +17,8 @@ right-padded to its longest completion T, position ids counted over real tokens 
 returns logits for the last T + 1 positions only (``logits_to_keep``), KV cache off. When T + 1 >
 ``logprob_chunk``, the forward stops at the last hidden states and the output head and log-softmax
 run on ``logprob_chunk`` positions at a time (recomputed in backward), so the (b, T, vocab) float32
-logits never exist whole: the same values at a fraction of the peak memory. Rows are
-sorted by length into micro-batches to keep padding small. Dropout is off (the module stays in
-eval mode) so that log-probs are deterministic and the on-policy ratio is exactly 1.
+logits never exist whole: the same values at a fraction of the peak memory. Rows are sorted by length
+into micro-batches (little padding). Dropout is off (eval mode): the on-policy ratio is exactly 1.
 
 Every rank must run the same number of forward passes (ZeRO-2/3 gather and reduce inside them),
 so a rank with fewer rows runs empty zero-loss micro-batches. Under ZeRO-3 each call of the output
@@ -40,7 +39,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
-from rlrun.engines.trainer.batching import columns, head_logp, micro_batches, pack, token_logp
+from rlrun.engines.trainer.batching import chunk_rows, columns, head_logp, micro_batches, pack, token_logp
 from rlrun.engines.trainer.optim import OptimSettings, lr_factor, param_groups
 from rlrun.types import LossNorm, StepBatch, UpdatesFailed
 
@@ -77,7 +76,8 @@ class BadUpdates(UpdatesFailed):
 
 class DeepSpeedTrainer:
     """The policy under DeepSpeed (see the module docstring). ``zero_stage`` 0, 2 or 3;
-    ``micro_batch_size`` rows per forward; ``total_steps`` sizes the cosine schedule;
+    ``micro_batch_size`` rows per forward, and with ``micro_batch_tokens`` at most that many padded
+    positions (rows x the longest; batching.chunk_rows); ``total_steps`` sizes the cosine schedule;
     ``deepspeed_config`` is merged over the config built here (e.g. ZeRO offload, bucket sizes).
     ``skip_zero_advantage``: when the loss says a row with advantage 0 contributes exactly 0 to it
     (``loss.zero_advantage_is_zero_loss``: the clipped surrogate without KL), such rows get no
@@ -104,11 +104,13 @@ class DeepSpeedTrainer:
         skip_zero_advantage: bool = True,
         logprob_chunk: int = 512,
         max_bad_steps: int = 3,
+        micro_batch_tokens: int | None = None,
     ) -> None:
         if zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
-        if micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size={micro_batch_size} must be >= 1")
+        if micro_batch_size < 1 or (micro_batch_tokens is not None and micro_batch_tokens < 1):
+            raise ValueError(f"micro_batch_size={micro_batch_size} and micro_batch_tokens={micro_batch_tokens} "
+                             "must be >= 1 (micro_batch_tokens may be null: rows only)")
         if logprob_chunk < 0:
             raise ValueError(f"logprob_chunk={logprob_chunk} must be >= 0 (0 = no chunking)")
         if max_bad_steps < 0:
@@ -120,14 +122,13 @@ class DeepSpeedTrainer:
         import deepspeed  # lazy: heavy dependency, after dist.init() chose the accelerator
 
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-        # torch 2.13 deprecates collectives that ZeRO-2/3 call (a warning per call site and step)
-        # and torch.jit.script_method (used by modules DeepSpeed's optimizer check imports).
+        # torch 2.13 deprecates collectives ZeRO-2/3 call and torch.jit.script_method (DeepSpeed imports it)
         warnings.filterwarnings("ignore", r"`torch\.distributed\.\w+` is deprecated", FutureWarning)
         warnings.filterwarnings("ignore", r"`torch\.jit\.script_method` is deprecated", DeprecationWarning)
         self.spec = model
         self.total_steps = int(total_steps)
         self.zero_stage = int(zero_stage)
-        self.micro_batch_size = int(micro_batch_size)
+        self.micro_batch_size, self.micro_batch_tokens = int(micro_batch_size), micro_batch_tokens
         self.skip_zero_advantage = bool(skip_zero_advantage)
         self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**_plain(optim or {}))
         self.config = _merge(self._base_config(), _plain(deepspeed_config or {}))
@@ -242,11 +243,10 @@ class DeepSpeedTrainer:
         """Micro-batches of this rank's rows (or of ``rows`` only), as many on every rank and at
         least one (an empty one still makes every gradient a zero tensor, as the optimizer needs)."""
         index = torch.arange(len(batch)) if rows is None else rows
-        prompt_of = [batch.prompt_ids[g] for g in batch.group_N[index].tolist()]
-        lengths = [len(p) + len(batch.completion_ids[int(i)]) for p, i in zip(prompt_of, index)]
-        count = max(1, -(-len(lengths) // self.micro_batch_size))
-        count = int(dist.all_reduce_max(torch.tensor([count])).item())
-        return [index[chunk] for chunk in micro_batches(lengths, self.micro_batch_size, count)]
+        lengths = [len(batch.prompt_ids[int(batch.group_N[i])]) + len(batch.completion_ids[int(i)]) for i in index]
+        chunks = chunk_rows(lengths, self.micro_batch_size, self.micro_batch_tokens)
+        count = int(dist.all_reduce_max(torch.tensor([max(1, len(chunks))])).item())
+        return [index[chunk] for chunk in micro_batches(chunks, count)]
 
     def _rows(self, batch: StepBatch, index: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
         if len(index) == 0:  # an empty micro-batch: one pad token each, its loss multiplied by 0

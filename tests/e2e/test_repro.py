@@ -1,0 +1,118 @@
+"""The reproduction presets (conf/experiment/repro/, ``rlrun-repro``, ``make repro-<paper>[-small]``):
+every reproduction prints its hardware and composed configs without running (``--dry-run``), every
+arm runs 2 steps under ``debug=cpu`` with the tiny model (the preset's rewards, curricula, filters and
+evaluation), the report puts our numbers beside the paper's (hand-computed below), and
+``make repro-drpo-small debug=cpu`` runs end to end into ``repro.md`` and ``repro.png``."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import child_env
+
+from rlrun.analysis import repro
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = sorted(p.name for p in repro.repro_dir().iterdir() if p.is_dir())
+# the faithful settings differ from the small ones in scale only, which debug=cpu overrides: slow tier
+ARMS = [pytest.param(name, arm, id=f"{name}/{arm}", marks=() if name.endswith("_small") else pytest.mark.slow)
+        for name in NAMES for arm in repro.arms(name)]
+
+
+def test_the_reproductions_are_found():
+    assert {"drpo", "drpo_small"} <= set(NAMES)
+    assert repro.arms("drpo_small") == ["drpo", "grpo_lp"]
+    with pytest.raises(ValueError, match=r"^no reproduction named 'nope'; valid: "):
+        repro.arms("nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dry_run_prints_the_hardware_and_every_arms_config(name, capsys):
+    assert repro.main([name, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# ") and "\nhardware: " in out and "GPU-hours" in out
+    for arm in repro.arms(name):
+        assert f"## arm {arm}: rlrun experiment=repro/{name}/{arm}" in out
+    assert "(dry run: nothing ran" in out
+
+
+def test_a_bad_override_is_one_line_before_anything_runs(capsys, tmp_path):
+    assert repro.main(["drpo_small", "--out", str(tmp_path / "out"), "steps=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlrun-repro: error: steps=-1") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name,arm", ARMS)
+def test_every_arm_runs_two_debug_steps(name, arm, tmp_path):
+    from rlrun.runtime import dist, loop
+    from rlrun.wiring.build import build_run
+    from rlrun.wiring.cli import compose
+
+    dist.init()
+    cfg = compose(repro.overrides_for(name, arm, ["debug=cpu"]))
+    assert cfg.repro.arm == arm
+    loop.train(build_run(cfg, str(tmp_path)))
+    lines = repro.read_lines(tmp_path)
+    benches = ["heldout", *cfg.eval.benchmarks]
+    for step in (0, 2):
+        assert all(f"eval/{b}/acc" in lines[step] for b in benches), sorted(lines[step])
+    assert max(lines[2][f"eval/{b}/mean_tokens"] for b in benches) <= repro.DEBUG_CAP
+
+
+def fake_arm(job: Path, arm: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    (job / ".hydra").mkdir(parents=True)
+    config = {"steps": 2, "data": {"source": {"eval_path": "builtin:math500"}},
+              "repro": {"arm": arm, "paper": "P", "question": "Q?",
+                        "hardware": {"gpus": 1, "gpu": "H100", "nodes": 1, "gpu_hours": 1, "note": "n"},
+                        "paper_numbers": [{"arm": "m", "benchmark": "gsm8k_test", "metric": "acc_change",
+                                           "value": -1.1, "source": "abstract"},
+                                          {"arm": "m", "benchmark": "math500", "metric": "acc", "value": 80,
+                                           "source": "Table 1"},
+                                          {"arm": "m", "benchmark": "math500", "metric": "mean_tokens",
+                                           "value": 2000, "source": "Table 1"}]}}
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    lines = [{"step": 0, "eval/heldout/acc": start[0], "eval/heldout/mean_tokens": start[1],
+              "eval/gsm8k_test/acc": 0.5, "eval/gsm8k_test/mean_tokens": 1000.0},
+             {"step": 1, "loss": 0.1},
+             {"step": 2, "loss": 0.2},
+             {"step": 2, "eval/heldout/acc": end[0], "eval/heldout/mean_tokens": end[1],
+              "eval/gsm8k_test/acc": 0.489, "eval/gsm8k_test/mean_tokens": 230.0}]
+    (job / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_the_report_puts_our_numbers_beside_the_papers(tmp_path):
+    fake_arm(tmp_path / "0", "m", (0.8, 4000.0), (0.75, 1000.0))
+    fake_arm(tmp_path / "1", "base", (0.8, 4000.0), (0.7, 3000.0))
+    arm, table = repro.ours(tmp_path / "0")
+    assert arm == "m"
+    # math500 (the held-out split): 75 %, 1000 tokens; change -5 points and 100 * (1000/4000 - 1) = -75 %
+    assert table["math500"] == pytest.approx({"acc": 75.0, "mean_tokens": 1000.0, "acc_change": -5.0,
+                                              "length_change_pct": -75.0, "start_acc": 80.0, "start_tokens": 4000.0})
+    # gsm8k: 48.9 - 50 = -1.1 points; 100 * (230/1000 - 1) = -77 %
+    assert table["gsm8k_test"]["acc_change"] == pytest.approx(-1.1)
+    assert table["gsm8k_test"]["length_change_pct"] == pytest.approx(-77.0)
+    text = repro.report("x_small", tmp_path, seconds=12.0).read_text()
+    assert "| m | gsm8k_test | acc_change | -1.1 | -1.1 | abstract |" in text
+    assert "| m | math500 | acc | 75.0 | 80 | Table 1 |" in text
+    assert "| base | math500 | 80.0 → 70.0 | 4000 → 3000 |" in text
+    assert (tmp_path / "repro.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_make_repro_small_with_debug_cpu_runs_every_arm_into_repro_md(tmp_path):
+    out = tmp_path / "sweep"
+    done = subprocess.run(["make", "--no-print-directory", "repro-drpo-small", "debug=cpu", f"REPRO_ARGS=--out {out}"],
+                          cwd=ROOT, capture_output=True, text=True, env=child_env(OMP_NUM_THREADS="1"), timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    text = (out / "repro.md").read_text()
+    assert text.startswith("# Reproduction: DRPO, Decoupled Reward Policy Optimization")
+    rows = [line for line in text.splitlines() if line.startswith("| drpo | gsm8k_test |")
+            or line.startswith("| grpo_lp | gsm8k_test |")]
+    assert len(rows) == 6  # 4 rows beside the paper's numbers, 2 of every number measured
+    assert "not measured" not in text
+    assert (out / "repro.png").is_file()
