@@ -24,7 +24,7 @@ GPU_LIMIT_S ?= 900
 SLURM_LIMIT_S ?= 450
 TIER := $(BIN)/python scripts/run_tier.py
 
-.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env bench-vllm compare-vllm-demo test-gpu tiny-model bench bench-trl compare-embedded docs clean
+.PHONY: demo test test-fast test-slow test-slurm test-vllm vllm-env bench-vllm compare-vllm-demo compare-bf16-demo test-gpu tiny-model bench bench-trl compare-embedded docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -76,15 +76,19 @@ def plain_generate_tokens_per_s(run, problems, group_size: int, max_new_tokens: 
     return useful / seconds
 
 
-# (hidden, layers, kl, cap): the issue's four settings, then the tiny model at a cap its answers fit
+# (hidden, layers, kl, cap, precision): the issue's four settings, then the tiny model at a cap its answers fit
 # in (rewards are not all 0, so the update has real work)
-CONFIGS = [(128, 2, False, 96), (128, 2, True, 96), (256, 4, False, 96), (256, 4, True, 96),
-           (128, 2, False, 160), (128, 2, True, 160)]
+CONFIGS = [(128, 2, False, 96, "fp32"), (128, 2, True, 96, "fp32"), (256, 4, False, 96, "fp32"),
+           (256, 4, True, 96, "fp32"), (128, 2, False, 160, "fp32"), (128, 2, True, 160, "fp32"),
+           # bf16: rlrun's trainer.precision=bf16 (bf16 weights, fp32 masters) against TRL's bf16=True
+           (128, 2, False, 96, "bf16"), (256, 4, False, 96, "bf16")]
 
 
-def config_name(hidden: int, layers: int, kl: bool, cap: int = 96) -> str:
-    """The file stem shared with bench_trl.py's outputs: ``h128_l2`` / ``h128_l2_kl`` / ``h128_l2_cap160``."""
-    return f"h{hidden}_l{layers}" + ("_kl" if kl else "") + ("" if cap == 96 else f"_cap{cap}")
+def config_name(hidden: int, layers: int, kl: bool, cap: int = 96, precision: str = "fp32") -> str:
+    """The file stem shared with bench_trl.py's outputs: ``h128_l2`` / ``h128_l2_kl`` / ``h128_l2_cap160``
+    / ``h128_l2_bf16``."""
+    return (f"h{hidden}_l{layers}" + ("_kl" if kl else "") + ("" if cap == 96 else f"_cap{cap}")
+            + ("" if precision == "fp32" else f"_{precision}"))
 
 
 def model_overrides(hidden: int, layers: int) -> list[str]:
@@ -174,7 +178,8 @@ def matmul_peak_gflops(rows: int, hidden: int, inner: int, repeats: int = 20) ->
     return 2 * rows * hidden * inner / best / 1e9
 
 
-def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], cap: int = 96) -> dict:
+def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], cap: int = 96,
+              precision: str = "fp32") -> dict:
     from hydra import compose, initialize_config_module
 
     from rlrun.runtime import dist, loop
@@ -184,7 +189,7 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], 
         f"steps={steps}", "prompts_per_step=8", "group_size=8", f"curriculum.max_new_tokens={cap}",
         "rollout.temperature=1.0", "rollout.top_p=1.0", "logger=jsonl", "eval=none",
         f"checkpoint_every={steps + 1}", f"algo.loss.kl_coef={0.04 if kl else 0.0}",
-        *model_overrides(hidden, layers), *extra,
+        f"trainer.precision={precision}", *model_overrides(hidden, layers), *extra,
     ]
     with initialize_config_module(config_module="rlrun.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
@@ -202,8 +207,8 @@ def bench_one(hidden: int, layers: int, kl: bool, steps: int, extra: list[str], 
     stages = ["rollout", "reward", "ref_logprobs", "update", "sync"]
     problems = run.problems.batch(10_000, 8)
     result = {
-        "config": config_name(hidden, layers, kl, cap),
-        "settings": {"prompts": 8, "group_size": 8, "max_new_tokens": cap, "temperature": 1.0,
+        "config": config_name(hidden, layers, kl, cap, precision),
+        "settings": {"prompts": 8, "group_size": 8, "max_new_tokens": cap, "temperature": 1.0, "precision": precision,
                      "kl": kl, "steps": steps, "hidden": hidden, "layers": layers, "overrides": extra},
         "model_params": sum(p.numel() for p in run.rollout.model.parameters()),
         "s_per_step_median": med("time/step_s"),
@@ -239,7 +244,7 @@ def with_ratio(result: dict, trl_file: str | None) -> dict:
     return result
 
 
-def trl_once(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int) -> dict:
+def trl_once(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int, precision: str = "fp32") -> dict:
     """One run of scripts/bench_trl.py (TRL's GRPOTrainer on the same setting) in TRL's venv."""
     # without the single-process group rlrun set up here (TRL's accelerate would join its port)
     dist_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
@@ -249,20 +254,21 @@ def trl_once(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: i
         cmd = [python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_trl.py"), "--out", out,
                "--steps", str(steps), "--hidden", str(hidden), "--layers", str(layers),
                "--max-new-tokens", str(cap)]
-        subprocess.run(cmd + (["--kl"] if kl else []), check=True, stdout=subprocess.DEVNULL, env=env)
+        cmd += (["--kl"] if kl else []) + (["--bf16"] if precision == "bf16" else [])
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(out) as f:
             return json.load(f)
 
 
 def side_by_side(python: str, hidden: int, layers: int, kl: bool, cap: int, steps: int, rounds: int,
-                 extra: list[str]) -> dict:
+                 extra: list[str], precision: str = "fp32") -> dict:
     """TRL then rlrun on one setting, ``rounds`` times in a row (the machine's speed drifts by
     10-20 % over minutes, so each ratio compares runs minutes apart at most). Seconds per step and
     stage times are medians over the rounds; ``rounds`` keeps each round's pair."""
     pairs, results = [], []
     for _ in range(rounds):
-        trl = trl_once(python, hidden, layers, kl, cap, steps)
-        results.append(bench_one(hidden, layers, kl, steps, extra, cap))
+        trl = trl_once(python, hidden, layers, kl, cap, steps, precision)
+        results.append(bench_one(hidden, layers, kl, steps, extra, cap, precision))
         pairs.append({"trl": trl["s_per_step_median"], "rlrun": results[-1]["s_per_step_median"]})
     med = statistics.median
     result = results[-1]
@@ -285,14 +291,15 @@ def main() -> None:
     }
     if args.all:
         results = []
-        for hidden, layers, kl, cap in CONFIGS:
-            name = config_name(hidden, layers, kl, cap)
+        for hidden, layers, kl, cap, precision in CONFIGS:
+            name = config_name(hidden, layers, kl, cap, precision)
             trl = os.path.join(args.trl_dir, f"trl_{name}.json") if args.trl_dir else None
             if args.trl_python:
                 results.append(side_by_side(args.trl_python, hidden, layers, kl, cap, args.steps, args.rounds,
-                                            args.overrides))
+                                            args.overrides, precision))
             else:
-                results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides, cap), trl))
+                results.append(with_ratio(bench_one(hidden, layers, kl, args.steps, args.overrides, cap, precision),
+                                          trl))
             print(json.dumps({k: results[-1].get(k) for k in ("config", "s_per_step_median", "ratio_to_trl")}),
                   flush=True)
         result = {**header, "configs": results}

@@ -59,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=11, help="optimizer steps; the median is over 2..steps")
     p.add_argument("--kl", action="store_true", help=f"beta={KL_BETA} with a reference model")
+    p.add_argument("--bf16", action="store_true", help="TRL's bf16=True (accelerate's bf16 mixed precision)")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW,
                    help="generation cap (96: every tiny-model answer is cut; 160: they finish)")
@@ -132,7 +133,7 @@ def grpo_config(args: argparse.Namespace, workdir: Path):
         max_completion_length=MAX_NEW, temperature=1.0, top_p=1.0, top_k=0,
         beta=KL_BETA if args.kl else 0.0, loss_type="grpo", scale_rewards="group", epsilon=0.2,
         learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
+        gradient_checkpointing=False, bf16=args.bf16, fp16=False, use_cpu=True,
         shuffle_dataset=False, remove_unused_columns=False, dataloader_num_workers=0,
         logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, log_completions=False,
         **vllm,
@@ -315,7 +316,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict:
             "num_generations": GROUP, "max_new_tokens": MAX_NEW, "temperature": 1.0, "top_p": 1.0,
             "kl": args.kl, "beta": KL_BETA if args.kl else 0.0, "loss_type": "grpo", "lr": LR,
             "num_iterations": 1, "steps_per_generation": 1, "gradient_accumulation_steps": 1,
-            "gradient_checkpointing": False, "bf16": False, "use_cpu": True, "steps": args.steps,
+            "gradient_checkpointing": False, "bf16": args.bf16, "use_cpu": True, "steps": args.steps,
             "seed": args.seed, "median_over": f"steps 2..{args.steps}" if args.steps > 1 else "step 1",
             "mean_completion_tokens_counts": "tokens before EOS (EOS not counted)",
         },

@@ -27,9 +27,10 @@ from bench_vllm import write  # scripts/ is this script's sys.path[0]
 ENGINES = ("vllm", "hf")
 
 
-def run_demo(engine: str, out_dir: str, overrides: list[str]) -> dict:
+def run_demo(arm: str, out_dir: str, overrides: list[str]) -> dict:
+    """The demo with the override ``arm`` (e.g. ``rollout=vllm``): its start and end points, its seconds."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rlrun", f"rollout={engine}", f"hydra.run.dir={out_dir}", *overrides],
+    subprocess.run([sys.executable, "-m", "rlrun", arm, f"hydra.run.dir={out_dir}", *overrides],
                    check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(out_dir, "summary.json")) as f:
         summary = json.load(f)
@@ -52,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [f"eval.problems={args.questions}", *args.overrides]
     with tempfile.TemporaryDirectory(prefix="rlrun-vllm-demo-") as tmp:
-        runs = {engine: run_demo(engine, os.path.join(tmp, engine), overrides) for engine in ENGINES}
+        runs = {engine: run_demo(f"rollout={engine}", os.path.join(tmp, engine), overrides) for engine in ENGINES}
     result = {"date": time.strftime("%Y-%m-%d"), "runs": runs,
               **agreement(runs["vllm"]["end"]["acc"], runs["hf"]["end"]["acc"], args.questions)}
     write(result, args.out)

@@ -15,7 +15,8 @@ measurement as ``rlrun-eval``, on the run's rollout engine and ranks).
 ``--dry-run`` prints the hardware and each arm's full composed config, runs nothing. With
 ``debug=cpu`` among the overrides (``make repro-drpo-small debug=cpu``) every arm runs 2 steps on the
 tiny model, its generations capped at ``DEBUG_CAP`` tokens and ``DEBUG_SAMPLES`` evaluation samples
-per question: the same rewards, curricula, filters and
+per question, plus the arm's own ``repro.debug`` overrides (the sizes that cannot fit a 2-step run
+of 4 samples a prompt, e.g. GFPO's k, a monitor set); each arm then runs as its own process: the same rewards, curricula, filters and
 evaluation code, in minutes on a CPU.
 """
 from __future__ import annotations
@@ -50,14 +51,24 @@ def arms(name: str) -> list[str]:
 
 
 def debug_overrides(extra: list[str]) -> list[str]:
-    """What ``debug=cpu`` adds to a reproduction: short generations, 2 evaluation samples."""
+    """What ``debug=cpu`` adds to every reproduction: short generations, 2 evaluation samples (and
+    ``overrides_for`` the same for each set of ``eval.samples_by_set``)."""
     if "debug=cpu" not in extra:
         return []
     return [f"rollout.max_new_tokens={DEBUG_CAP}", f"eval.samples={DEBUG_SAMPLES}"]
 
 
 def overrides_for(name: str, arm: str, extra: list[str]) -> list[str]:
-    return [f"experiment=repro/{name}/{arm}", *extra, *debug_overrides(extra)]
+    """The arm's command-line overrides; under ``debug=cpu`` also its own ``repro.debug`` list (the
+    sizes that do not fit the tiny 2-step run, e.g. GFPO's k of G = 4, a monitor set's size)."""
+    base = [f"experiment=repro/{name}/{arm}", *extra, *debug_overrides(extra)]
+    if "debug=cpu" not in extra:
+        return base
+    from rlrun.wiring.cli import compose
+
+    cfg = compose(base)
+    own = [f"eval.samples_by_set.{k}={DEBUG_SAMPLES}" for k in cfg.eval.samples_by_set]  # {} would merge
+    return [*base, *own, *(str(o) for o in (cfg.repro.get("debug") or []))]
 
 
 def composed(name: str, extra: list[str]) -> dict[str, object]:
@@ -91,14 +102,19 @@ def dry_run(name: str, extra: list[str]) -> int:
     for arm, cfg in configs.items():
         print(f"\n## arm {arm}: rlrun {' '.join(overrides_for(name, arm, extra))}")
         print(OmegaConf.to_yaml(cfg, resolve=False).rstrip())
-    print(f"\n(dry run: nothing ran; the arms run as: {' '.join(command(name, extra, 'OUT'))})")
+    runs = "; ".join(" ".join(c) for c in commands(name, extra, "OUT"))
+    print(f"\n(dry run: nothing ran; the arms run as: {runs})")
     return 0
 
 
-def command(name: str, extra: list[str], out: str) -> list[str]:
-    exe = Path(sys.executable).with_name("rlrun")
+def commands(name: str, extra: list[str], out: str) -> list[list[str]]:
+    """The arms as one multirun (``hydra/launcher=slurm`` puts them on SLURM); under ``debug=cpu``
+    one run per arm, each with its own debug overrides, into the same layout (``out/<i>``)."""
+    exe = str(Path(sys.executable).with_name("rlrun"))
+    if "debug=cpu" in extra:
+        return [[exe, *overrides_for(name, arm, extra), f"hydra.run.dir={out}/{i}"] for i, arm in enumerate(arms(name))]
     experiments = ",".join(f"repro/{name}/{arm}" for arm in arms(name))
-    return [str(exe), "-m", f"experiment={experiments}", f"hydra.sweep.dir={out}", *extra, *debug_overrides(extra)]
+    return [[exe, "-m", f"experiment={experiments}", f"hydra.sweep.dir={out}", *extra]]
 
 
 def read_lines(run_dir: Path) -> dict[int, dict]:
@@ -214,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlrun-repro: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     began = time.perf_counter()
-    done = subprocess.run(command(args.name, extra, str(out)), env={**os.environ, "HYDRA_FULL_ERROR": "0"})
-    if done.returncode != 0:
-        print(f"rlrun-repro: the arms failed (exit {done.returncode}); their run dirs are in {out}", file=sys.stderr)
-        return done.returncode
+    for cmd in commands(args.name, extra, str(out)):
+        done = subprocess.run(cmd, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        if done.returncode != 0:
+            print(f"rlrun-repro: the arms failed (exit {done.returncode}); their run dirs are in {out}", file=sys.stderr)
+            return done.returncode
     print(f"wrote {report(args.name, out, time.perf_counter() - began)}")
     return 0
 

@@ -102,10 +102,11 @@ class Evaluator:
 
     def __call__(self, step: int) -> dict[str, dict[str, float]]:
         """Every set's result at ``step`` by set name."""
-        return {name: self.evaluate(problems, step, verifier) for name, (problems, verifier) in self.sets.items()}
+        return {name: self.evaluate(problems, step, verifier, name) for name, (problems, verifier) in self.sets.items()}
 
-    def evaluate(self, problems, step: int = 0, verifier=None) -> dict[str, float]:
-        """Accuracy and length of ``eval.samples`` samples per problem of one set, with the prompts
+    def evaluate(self, problems, step: int = 0, verifier=None, name: str = "heldout") -> dict[str, float]:
+        """Accuracy and length of ``eval.samples`` samples per problem of one set (or the set
+        ``name``'s own of ``eval.samples_by_set``), with the prompts
         and budgets of the curriculum at step 0 (``eval.budget=start``: the cap the run starts with,
         so start and end compare at the same cap) or at ``step`` (``eval.budget=current``); then
         again at each cap of ``eval.budgets`` (``budget_<N>/acc`` ...: the points of a
@@ -117,9 +118,10 @@ class Evaluator:
         share, budgets = rank_share(run, problems, step if ev.budget == "current" else 0)
         sampling = Sampling(temperature=ev.temperature, top_p=ev.top_p)
         measures = [p for p in parts_of(run.prompts) if isinstance(p, MeasuresEval)]
-        result, _ = sample_and_score(run.rollout, verifier, share, ev.samples, budgets, sampling, measures)
+        k = ev.samples_by_set.get(name, ev.samples)
+        result, _ = sample_and_score(run.rollout, verifier, share, k, budgets, sampling, measures)
         for cap in ev.budgets:
-            at_cap, _ = sample_and_score(run.rollout, verifier, share, ev.samples, [cap] * len(share),
+            at_cap, _ = sample_and_score(run.rollout, verifier, share, k, [cap] * len(share),
                                          sampling, measures)
             result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
         result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())

@@ -43,6 +43,8 @@ def train_step(run, step: int) -> dict[str, float]:
     # pi_old's log-probs are those of the update's own forward (old_logp_NT stays None).
     with timed(times, "update"):
         stats = run.trainer.update(kept, run.loss)
+    trained = sum(len(kept.prompt_ids[int(g)]) + len(c) for g, c in zip(kept.group_N, kept.completion_ids))
+    stats = {**stats, "throughput/update_tokens_per_s": trained / max(times["time/update_s"], 1e-9)}
     with timed(times, "sync"):
         run.rollout.load_weights(run.trainer.named_weights())
     return step_metrics(run, got, times, stats, counts)
@@ -70,7 +72,8 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
         **stats,
         **times,
     }
-    metrics["time/step_s"] = sum(times.values())
+    metrics["time/step_s"] = sum(v for k, v in times.items() if k.startswith("time/"))
+    metrics["memory/peak_gb"] = max(v for k, v in times.items() if k.startswith("memory/"))
     return metrics
 
 

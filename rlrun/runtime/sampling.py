@@ -15,15 +15,20 @@ from dataclasses import dataclass
 
 import torch
 
-from rlrun.runtime import dist
+from rlrun.runtime import dist, memory
 from rlrun.types import Refills, StepBatch, columns
 
 
 @contextmanager
 def timed(times: dict[str, float], stage: str):
+    """Adds the block's wall seconds to ``time/<stage>_s`` and keeps its peak memory, the largest
+    over the step's calls, in ``memory/<stage>_peak_gb`` (rlrun.runtime.memory)."""
+    memory.reset_peak()
     start = time.perf_counter()
     yield
     times[f"time/{stage}_s"] = times.get(f"time/{stage}_s", 0.0) + time.perf_counter() - start
+    key = f"memory/{stage}_peak_gb"
+    times[key] = max(times.get(key, 0.0), memory.peak_gb())
 
 
 @dataclass

@@ -47,6 +47,9 @@ class EvalSettings:
     The data group's held-out split is logged as ``eval/heldout/...``; ``benchmarks`` names further
     sets evaluated the same way at the same steps (``arith`` or a vendored data set, the first
     ``problems`` of each, ``rlrun.tasks.eval_sets.benchmark``), logged as ``eval/<name>/...``.
+    ``samples_by_set`` gives some sets their own samples per problem (``heldout`` or a benchmark's
+    name, e.g. ``{aime24: 16, amc: 16}`` beside ``samples: 4``: avg@16 on the small sets and avg@4 on
+    MATH-500, as ALGORITHMS.md 7.2 evaluates); a name that is not evaluated is an error.
     ``every`` K > 0 adds every K-th step (K, 2K, ... <= steps) to ``at_steps`` at validation, so a
     preset's curve thins out with the run's length (a 2-step debug run evaluates no extra step)."""
 
@@ -59,6 +62,7 @@ class EvalSettings:
     benchmarks: tuple[str, ...] = ()
     temperature: float | None = None  # None: the rollout engine's (rollout.temperature)
     top_p: float | None = None  # None: the rollout engine's (rollout.top_p)
+    samples_by_set: dict[str, int] = field(default_factory=dict)  # set name -> samples, over ``samples``
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
                               f"valid keys of checkpoint: {', '.join(kept)}")
     settings = Settings(**top, out_dir=out_dir, checkpoint=CheckpointSettings(**kept), eval=EvalSettings(
         ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
-        tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"]))
+        tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"], dict(ev["samples_by_set"])))
     check_ranges(settings)
     return settings
 
@@ -142,6 +146,11 @@ def check_ranges(s: Settings) -> None:
     if s.eval.samples < 1 or any(b < 1 for b in s.eval.budgets):
         raise ConfigError(f"eval.samples={s.eval.samples} and every eval.budgets entry "
                           f"({list(s.eval.budgets)}) must be >= 1")
+    sets = ("heldout", *s.eval.benchmarks)
+    for name, k in s.eval.samples_by_set.items():
+        if name not in sets or k < 1:
+            raise ConfigError(f"eval.samples_by_set.{name}={k}: the name must be an evaluated set "
+                              f"({', '.join(sets)}) and the samples >= 1")
     t, p = s.eval.temperature, s.eval.top_p
     if (t is not None and t < 0) or (p is not None and not 0 < p <= 1):
         raise ConfigError(f"eval.temperature={t} must be >= 0 and eval.top_p={p} in (0, 1] "

@@ -167,3 +167,16 @@ def test_eval_samples_at_its_own_temperature_and_restores_the_rollouts(tmp_path)
     assert nucleus != run.rollout.generate(problems, 2, [256] * 4, Sampling(temperature=0.0)).texts
     with pytest.raises(ConfigError, match=r"eval.temperature=-1 must be >= 0"):
         validate(compose(["eval.temperature=-1"]), world_size=1, out_dir=str(tmp_path))
+
+
+def test_a_set_takes_its_own_samples_per_problem(tmp_path):
+    """eval.samples_by_set: the held-out split at 3 samples (pass@3 logged), arith at eval.samples=1."""
+    dist.init()
+    run = build_run(compose(["debug=cpu", "eval.problems=4", "eval.benchmarks=[arith]",
+                             "+eval.samples_by_set={heldout: 3}"]), str(tmp_path))
+    got = Evaluator(run)(0)
+    assert "pass@3" in got["heldout"] and not any(k.startswith("pass@") for k in got["arith"]), got
+    with pytest.raises(ConfigError, match=r"^eval.samples_by_set.aime24=16: the name must be an evaluated set "
+                                          r"\(heldout, arith\) and the samples >= 1$"):
+        validate(compose(["eval.benchmarks=[arith]", "+eval.samples_by_set={aime24: 16}"]), world_size=1,
+                 out_dir=str(tmp_path))

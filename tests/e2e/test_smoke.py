@@ -21,6 +21,7 @@ STEP_METRICS = {
     "curriculum/budget_mean_tokens", "throughput/tokens_per_s", "optim/lr", "optim/grad_norm",
     "time/rollout_s", "time/reward_s", "time/update_s", "time/sync_s",
     "time/step_s", "rollout/sampled", "rollout/kept", "rollout/rounds",
+    "throughput/update_tokens_per_s", "memory/peak_gb", "memory/rollout_peak_gb", "memory/update_peak_gb",
 }
 
 

@@ -27,6 +27,26 @@ def test_greedy_matches_generate_per_prompt(random_policy):
         assert out.completion_ids[2 * i + 1] == ref  # greedy: both samples of a group agree
 
 
+def test_a_batch_over_max_batch_rows_is_decoded_in_parts_with_the_same_result(random_policy):
+    # 6 rows in parts of 4 and 2 (budgets 20, 20, 5, 5 | 12, 12): greedy, so the same as at once
+    whole = HFRollout(random_policy, temperature=0).generate(PROBLEMS, 2, [20, 5, 12])
+    parts = HFRollout(random_policy, temperature=0, max_batch_rows=4).generate(PROBLEMS, 2, [20, 5, 12])
+    assert parts.completion_ids == whole.completion_ids
+    assert parts.truncated_N.tolist() == whole.truncated_N.tolist()
+    torch.testing.assert_close(parts.logp_NT, whole.logp_NT, rtol=0, atol=1e-5)
+    # by positions: prompts of 12, 24 and 39 tokens + budgets 20, 5, 12 -> rows of 32, 32, 29, 29, 51, 51;
+    # 64 positions: [32 32] (2 x 32), [29 29] (a third row after 32 32 would make 3 x 32), [51], [51]
+    assert [len(p) for p in whole.prompt_ids] == [12, 24, 39]
+    tokens = HFRollout(random_policy, temperature=0, max_batch_tokens=64)
+    calls = []
+    sample = tokens._sample
+    tokens._sample = lambda rows, *a: calls.append(len(rows)) or sample(rows, *a)
+    assert tokens.generate(PROBLEMS, 2, [20, 5, 12]).completion_ids == whole.completion_ids
+    assert calls == [2, 2, 1, 1], calls
+    with pytest.raises(ValueError, match=r"^rollout.max_batch_rows=0 and rollout.max_batch_tokens=65536 must be >= 1$"):
+        HFRollout(random_policy, max_batch_rows=0)
+
+
 def test_budgets_truncation_and_lengths(random_policy):
     torch.manual_seed(0)
     rollout = HFRollout(random_policy, temperature=1.0)

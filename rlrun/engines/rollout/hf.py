@@ -40,12 +40,17 @@ class HFRollout:
     """
 
     def __init__(self, model: ModelSpec, temperature: float = 1.0, top_p: float = 1.0,
-                 max_new_tokens: int | None = None, decode: str = "auto") -> None:
+                 max_new_tokens: int | None = None, decode: str = "auto", max_batch_rows: int = 256,
+                 max_batch_tokens: int = 65536) -> None:
         if decode not in DECODES:
             raise ValueError(f"rollout.decode={decode!r}; valid: {', '.join(DECODES)}")
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ValueError(f"rollout.max_new_tokens={max_new_tokens} must be >= 1 (or null: no limit)")
         self.max_new_tokens = model.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if max_batch_rows < 1 or max_batch_tokens < 1:
+            raise ValueError(f"rollout.max_batch_rows={max_batch_rows} and rollout.max_batch_tokens="
+                             f"{max_batch_tokens} must be >= 1")
+        self.max_batch_rows, self.max_batch_tokens = int(max_batch_rows), int(max_batch_tokens)
         if temperature < 0:
             raise ValueError(f"rollout.temperature={temperature} must be >= 0")
         if not 0.0 < top_p <= 1.0:
@@ -99,7 +104,7 @@ class HFRollout:
         sampling = sampling or Sampling()
         temperature = self.temperature if sampling.temperature is None else sampling.temperature
         top_p = self.top_p if sampling.top_p is None else sampling.top_p
-        tokens_NT, logp_NT, steps_N = self._sample(rows, budget_N, temperature, top_p)
+        tokens_NT, logp_NT, steps_N = self._sample_in_parts(rows, budget_N, temperature, top_p)
         eos = self.tokenizer.eos_token_id
         completion_ids, texts, lengths, truncated = [], [], [], []
         for row in range(len(rows)):
@@ -154,6 +159,29 @@ class HFRollout:
             use_cache=True,
         )
         return out.logits[:, -1], cache, attention.to(self.device)
+
+    def _sample_in_parts(self, rows: list[list[int]], budget_N: torch.Tensor, temperature: float, top_p: float):
+        """``_sample`` on consecutive parts of at most ``max_batch_rows`` rows and ``max_batch_tokens``
+        padded positions (rows x the part's longest prompt + budget; a longer row goes alone): the
+        prefill's attention of a large evaluation or monitor set would not fit at once. The parts'
+        columns are padded alike."""
+        starts, longest = [0], 0
+        for i, row in enumerate(rows):
+            width = max(longest, len(row) + int(budget_N[i]))
+            if i > starts[-1] and (i - starts[-1] >= self.max_batch_rows
+                                   or (i - starts[-1] + 1) * width > self.max_batch_tokens):
+                starts.append(i)
+                width = len(row) + int(budget_N[i])
+            longest = width
+        if len(starts) == 1:
+            return self._sample(rows, budget_N, temperature, top_p)
+        bounds = [*starts, len(rows)]
+        parts = [self._sample(rows[a:b], budget_N[a:b], temperature, top_p) for a, b in zip(bounds, bounds[1:])]
+        width = max(tokens.shape[1] for tokens, _, _ in parts)
+        pad = self.tokenizer.pad_token_id
+        tokens_NT = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t, _, _ in parts])
+        logp_NT = torch.cat([torch.nn.functional.pad(lp, (0, width - lp.shape[1])) for _, lp, _ in parts])
+        return tokens_NT, logp_NT, torch.cat([steps for _, _, steps in parts])
 
     def _sample(self, rows: list[list[int]], budget_N: torch.Tensor, temperature: float, top_p: float):
         """Decode until every row has emitted EOS or used its budget. Returns the sampled tokens

@@ -27,6 +27,8 @@ completion over the ranks, so that all make as many calls.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -38,40 +40,16 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from rlrun.runtime import dist
-from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
+from rlrun.engines.model import ModelSpec, load_tokenizer
+from rlrun.engines.trainer import setup
 from rlrun.engines.trainer.batching import chunk_rows, columns, head_logp, micro_batches, pack, token_logp
-from rlrun.engines.trainer.optim import OptimSettings, lr_factor, param_groups
-from rlrun.types import LossNorm, StepBatch, UpdatesFailed
+from rlrun.engines.trainer.optim import OptimSettings, lr_factor
+from rlrun.engines.trainer.setup import BadUpdates  # noqa: F401 (raised here; the loop catches UpdatesFailed)
+from rlrun.types import LossNorm, StepBatch
 
 # Causal LMs whose forward is exactly ``lm_head(decoder(...).last_hidden_state)`` (transformers
 # 5.23: nothing in between or after, no logit scaling or soft-capping): chunked log-probs serve them.
 CHUNKED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-
-
-def _plain(value: Any) -> Any:
-    """Nested mappings and lists (e.g. OmegaConf's) as plain dicts and lists, for DeepSpeed."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        nested = isinstance(value, Mapping) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if nested else value
-    return out
-
-
-class BadUpdates(UpdatesFailed):
-    """``max_bad_steps`` updates in a row had a NaN/inf loss or gradient: the run stops."""
-
-    def __init__(self, in_a_row: int, limit: int) -> None:
-        super().__init__(f"the loss or its gradients were NaN or inf in {in_a_row} updates in a row "
-                         f"(trainer.max_bad_steps={limit}); each was skipped (optim/skipped_steps)")
-        self.in_a_row = in_a_row
 
 
 class DeepSpeedTrainer:
@@ -91,7 +69,9 @@ class DeepSpeedTrainer:
     gradient norm is NaN or inf is skipped (gradients dropped, no optimizer or schedule step) and
     counted in ``optim/skipped_steps``; after this many such updates in a row ``update`` raises
     :class:`BadUpdates` (0: never). Under ZeRO-2/3 the gradients are partitioned inside the
-    optimizer by the time the norm exists, so only the loss is checked before the step."""
+    optimizer by the time the norm exists, so only the loss is checked before the step.
+    ``precision`` (auto | fp32 | bf16), ``gradient_checkpointing`` and ``reference_offload``:
+    :mod:`rlrun.engines.trainer.setup`."""
 
     def __init__(
         self,
@@ -105,6 +85,9 @@ class DeepSpeedTrainer:
         logprob_chunk: int = 512,
         max_bad_steps: int = 3,
         micro_batch_tokens: int | None = None,
+        precision: str = "auto",
+        gradient_checkpointing: bool = False,
+        reference_offload: bool = False,
     ) -> None:
         if zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
@@ -125,76 +108,40 @@ class DeepSpeedTrainer:
         # torch 2.13 deprecates collectives ZeRO-2/3 call and torch.jit.script_method (DeepSpeed imports it)
         warnings.filterwarnings("ignore", r"`torch\.distributed\.\w+` is deprecated", FutureWarning)
         warnings.filterwarnings("ignore", r"`torch\.jit\.script_method` is deprecated", DeprecationWarning)
-        self.spec = model
+        self.spec = setup.training_spec(model, precision)
         self.total_steps = int(total_steps)
         self.zero_stage = int(zero_stage)
         self.micro_batch_size, self.micro_batch_tokens = int(micro_batch_size), micro_batch_tokens
         self.skip_zero_advantage = bool(skip_zero_advantage)
-        self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**_plain(optim or {}))
-        self.config = _merge(self._base_config(), _plain(deepspeed_config or {}))
+        self.optim = optim if isinstance(optim, OptimSettings) else OptimSettings(**setup.plain(optim or {}))
+        base = setup.base_config(self.spec, self.micro_batch_size, self.zero_stage, self.optim)
+        self.config = setup.merge(base, setup.plain(deepspeed_config or {}))
+        self.zero_stage = int(self.config["zero_optimization"]["stage"])  # bf16: 0 runs as 1 (setup)
         self.tokenizer = load_tokenizer(model)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
-        module = load_model(model)  # ZeRO-3 shards it inside deepspeed.initialize
-        self.logprob_chunk = int(logprob_chunk)
-        model_type = getattr(module.config, "model_type", None)
-        if self.logprob_chunk and model_type not in CHUNKED_MODEL_TYPES:
-            warnings.warn(f"logprob_chunk={self.logprob_chunk} ignored for model_type={model_type!r}: "
-                          f"chunked log-probs support {CHUNKED_MODEL_TYPES} only")
-            self.logprob_chunk = 0
-        optimizer = self._optimizer(module)
+        # dropout off (eval mode, or dropout 0 with gradient checkpointing): deterministic log-probs
+        module = setup.policy_module(self.spec, gradient_checkpointing)
+        self.logprob_chunk = setup.warn_unchunked(module, int(logprob_chunk), CHUNKED_MODEL_TYPES)
         factor = self._lr_lambda
-        self.engine, *_ = deepspeed.initialize(
-            model=module,
-            optimizer=optimizer,
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
-            config=self.config,
-        )
-        self.engine.eval()  # dropout off: deterministic log-probs
+        with contextlib.redirect_stdout(io.StringIO()):  # BF16_Optimizer prints memory tables at start
+            self.engine, *_ = deepspeed.initialize(
+                model=module,
+                optimizer=setup.optimizer(module, self.optim, self.config),
+                lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
+                config=self.config,
+            )
+        self.engine.train(module.training)
+        self.reference_offload = bool(reference_offload)
         self._reference: Any = None
 
     # -- construction -------------------------------------------------------------------------
-    def _base_config(self) -> dict[str, Any]:
-        dtype = self.spec.dtype
-        return {
-            "train_micro_batch_size_per_gpu": self.micro_batch_size,
-            "gradient_accumulation_steps": 1,  # accumulation is driven by update() itself
-            "gradient_clipping": float(self.optim.grad_clip),
-            "zero_optimization": {"stage": self.zero_stage},
-            "bf16": {"enabled": dtype == "bfloat16"},
-            "fp16": {"enabled": dtype == "float16"},
-            "steps_per_print": 2**62,
-            "wall_clock_breakdown": False,
-        }
-
     def _lr_lambda(self, step: int) -> float:
         o = self.optim
         return lr_factor(step, o.warmup_steps, self.total_steps, o.schedule)
 
-    def _optimizer(self, module: torch.nn.Module) -> torch.optim.Optimizer:
-        groups = param_groups(module, self.optim.weight_decay)
-        kwargs = dict(lr=self.optim.lr, betas=self.optim.betas, eps=self.optim.eps)
-        offload = self.config["zero_optimization"].get("offload_optimizer", {}).get("device", "none")
-        if offload == "cpu":  # ZeRO-Offload steps on the CPU: DeepSpeed's vectorised Adam
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-            return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
-        return torch.optim.AdamW(groups, **kwargs)
-
     def _reference_engine(self) -> Any:
-        """A frozen copy of the initial weights (``model.path``), built on first use; sharded
-        like the policy under ZeRO-3 (an inference-only DeepSpeed engine)."""
-        if self._reference is None and self.zero_stage != 3:
-            module = load_model(self.spec).to(dist.device()).eval()
-            self._reference = module.requires_grad_(False)
-        elif self._reference is None:
-            import deepspeed
-
-            config = {k: v for k, v in self.config.items() if k != "gradient_clipping"}
-            zero = self.config["zero_optimization"]  # the policy's sharding, without an optimizer
-            config["zero_optimization"] = {k: v for k, v in zero.items() if k != "offload_optimizer"}
-            module = load_model(self.spec).requires_grad_(False)
-            self._reference, *_ = deepspeed.initialize(model=module, config=config)
-            self._reference.eval()
+        if self._reference is None:
+            self._reference = setup.reference_engine(self.spec, self.zero_stage, self.config, self.reference_offload)
         return self._reference
 
     # -- log-probs ----------------------------------------------------------------------------
@@ -260,12 +207,19 @@ class DeepSpeedTrainer:
         """log π(o_{i,t} | q_i, o_{i,<t}) (N, T) on the CPU, 0 on right padding, T the longest
         completion of ``batch``; the frozen initial model when ``reference``."""
         engine = self._reference_engine() if reference else self.engine
+        moved = reference and self.reference_offload and self.zero_stage != 3 and dist.device().type != "cpu"
+        if moved:  # trainer.reference_offload without ZeRO-3: on the device only while it scores
+            engine.to(dist.device())
         width = max((len(c) for c in batch.completion_ids), default=0)
         out = torch.zeros(len(batch), width)
-        for index in self._plan(batch):
-            logp = self._logp(engine, *self._rows(batch, index)).cpu()
-            if len(index):
-                out[index, : min(width, logp.shape[1])] = logp[:, :width]
+        try:
+            for index in self._plan(batch):
+                logp = self._logp(engine, *self._rows(batch, index)).cpu()
+                if len(index):
+                    out[index, : min(width, logp.shape[1])] = logp[:, :width]
+        finally:
+            if moved:
+                engine.to("cpu")
         return out
 
     # -- update -------------------------------------------------------------------------------
