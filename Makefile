@@ -76,6 +76,11 @@ vllm-env: $(VLLM_STAMP)
 compare-vllm-demo: $(VLLM_STAMP)
 	OMP_NUM_THREADS=2 $(VLLM_VENV)/bin/python scripts/compare_vllm_demo.py --out outputs/bench/vllm_demo.json
 
+## compare-bf16-demo: the demo with trainer.precision=bf16 and with fp32 (~5 min), their end accuracies
+## checked to agree within sampling noise (scripts/compare_precision_demo.py; outputs/bench/bf16_demo.json)
+compare-bf16-demo: $(STAMP)
+	OMP_NUM_THREADS=2 $(BIN)/python scripts/compare_precision_demo.py --out outputs/bench/bf16_demo.json
+
 ## test-vllm: rollout=vllm for real on vLLM's CPU build (tests marked vllm, run in .venv-vllm), and the
 ## transformers-facing engine tests (marked both_venvs) again under .venv-vllm's older transformers
 VLLM_LIMIT_S ?= 540

@@ -86,7 +86,8 @@ def sample(run, step: int, times: dict[str, float]) -> Sampled:
 def short(refill: Refills, kept_groups: int, share: int, max_rounds: int, step: int) -> None:
     """After ``max_rounds`` rounds short of kept groups: stop (``when_short=error``) or warn."""
     message = (f"dynamic sampling kept {kept_groups} of the {share} groups this rank needs after "
-               f"algo.filter.max_rounds={max_rounds} rounds at step {step + 1}")
+               f"max_rounds={max_rounds} rounds at step {step + 1} (the filter's: algo.filter or, for LSPO, "
+               "curriculum.filter)")
     if refill.when_short == "error":
-        raise RuntimeError(f"{message}; raise max_rounds or set algo.filter.when_short=train")
+        raise RuntimeError(f"{message}; raise its max_rounds or set its when_short=train")
     warnings.warn(f"{message}; training on the kept groups (when_short=train)", stacklevel=3)

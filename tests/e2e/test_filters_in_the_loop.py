@@ -31,7 +31,7 @@ def run(tmp_path_factory):
 
 def test_short_after_max_rounds_is_an_error_naming_the_rounds(run):
     run.filter = KeepNothing(max_rounds=3, when_short="error")
-    with pytest.raises(RuntimeError, match=r"kept 0 of the 2 groups .*algo.filter.max_rounds=3 rounds at step 1"):
+    with pytest.raises(RuntimeError, match=r"kept 0 of the 2 groups .*max_rounds=3 rounds at step 1 \(the filter's: algo.filter or"):
         loop.train_step(run, 0)
     assert run.filter.calls == 3  # one keep decision per sampling round
 

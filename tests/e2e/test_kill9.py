@@ -18,7 +18,7 @@ from conftest import child_env
 from wandb_files import history
 
 COMMON = ["debug=cpu", "eval=none", "steps=8", "checkpoint_every=1"]
-WALL = ("time/", "throughput/")
+WALL = ("time/", "throughput/", "memory/")
 
 
 def command(run_dir, *extra: str) -> list[str]:

@@ -28,7 +28,7 @@ OPTIONS = [f"{group}={p.stem}" for group in ("algo", "reward", "curriculum")
 def run_to_end(overrides: list[str], out_dir: Path) -> list[dict]:
     loop.train(build_run(compose(overrides), str(out_dir)))
     lines = [json.loads(line) for line in open(out_dir / "metrics.jsonl")]
-    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in lines]
+    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/", "memory/"))} for m in lines]
 
 
 @pytest.mark.parametrize("option", OPTIONS)

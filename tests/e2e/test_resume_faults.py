@@ -25,7 +25,7 @@ def train(out_dir: Path, *extra: str) -> dict:
 
 def lines(run_dir: Path) -> list[dict]:
     found = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
-    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in found]
+    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/", "memory/"))} for m in found]
 
 
 def assert_same(got: list[dict], want: list[dict]) -> None:

@@ -24,7 +24,7 @@ def command(run_dir, *extra: str) -> list[str]:
 def lines(run_dir) -> list[dict]:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         found = [json.loads(line) for line in f]
-    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in found]
+    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/", "memory/"))} for m in found]
 
 
 @pytest.fixture(scope="module")

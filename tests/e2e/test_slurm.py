@@ -37,7 +37,7 @@ def metrics(run_dir) -> list[dict]:
 
 
 def plain(lines: list[dict]) -> list[dict]:
-    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in lines]
+    return [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/", "memory/"))} for m in lines]
 
 
 def test_a_sweep_through_the_slurm_launcher(tmp_path):
