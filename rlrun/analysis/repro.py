@@ -161,8 +161,11 @@ def report(name: str, out: Path, seconds: float | None = None) -> Path:
     lines = [describe(name, cfg).replace("# ", "# Reproduction: ", 1), ""]
     if seconds is not None:
         lines.append(f"Wall time of the arms: {seconds:.0f} s. Run dirs: {', '.join(j.name for j in jobs)}.")
-    lines += ["", "## The paper's numbers beside ours", "",
-              "| arm | benchmark | metric | ours | paper | where the paper prints it |", "|---|---|---|---|---|---|"]
+    lines += ["", "## The paper's numbers beside ours", ""]
+    if not cfg.repro.paper_numbers:  # e.g. a claim about a trend (the arms compare with each other)
+        lines.append("The paper prints no number this setting reproduces (the yaml's header says what it tests).")
+    else:
+        lines += ["| arm | benchmark | metric | ours | paper | where the paper prints it |", "|---|---|---|---|---|---|"]
     for row in cfg.repro.paper_numbers:
         mine = results.get(str(row.arm), {}).get(str(row.benchmark), {}).get(str(row.metric))
         shown = "not measured" if mine is None else f"{mine:.1f}"

@@ -64,7 +64,7 @@ def test_every_arm_runs_two_debug_steps(name, arm, tmp_path):
     assert max(lines[2][f"eval/{b}/mean_tokens"] for b in benches) <= repro.DEBUG_CAP
 
 
-def fake_arm(job: Path, arm: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+def fake_arm(job: Path, arm: str, start: tuple[float, float], end: tuple[float, float], numbers: bool = True) -> None:
     (job / ".hydra").mkdir(parents=True)
     config = {"steps": 2, "data": {"source": {"eval_path": "builtin:math500"}},
               "repro": {"arm": arm, "paper": "P", "question": "Q?",
@@ -75,6 +75,8 @@ def fake_arm(job: Path, arm: str, start: tuple[float, float], end: tuple[float, 
                                            "source": "Table 1"},
                                           {"arm": "m", "benchmark": "math500", "metric": "mean_tokens",
                                            "value": 2000, "source": "Table 1"}]}}
+    if not numbers:
+        config["repro"]["paper_numbers"] = []
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     lines = [{"step": 0, "eval/heldout/acc": start[0], "eval/heldout/mean_tokens": start[1],
               "eval/gsm8k_test/acc": 0.5, "eval/gsm8k_test/mean_tokens": 1000.0},
@@ -101,6 +103,12 @@ def test_the_report_puts_our_numbers_beside_the_papers(tmp_path):
     assert "| m | math500 | acc | 75.0 | 80 | Table 1 |" in text
     assert "| base | math500 | 80.0 → 70.0 | 4000 → 3000 |" in text
     assert (tmp_path / "repro.png").stat().st_size > 10_000
+
+
+def test_a_paper_without_numbers_says_so_in_the_report(tmp_path):
+    fake_arm(tmp_path / "0", "m", (0.8, 4000.0), (0.75, 1000.0), numbers=False)
+    text = repro.report("x_small", tmp_path).read_text()
+    assert "The paper prints no number this setting reproduces" in text and "| m | math500 | 80.0 → 75.0 |" in text
 
 
 @pytest.mark.slow
