@@ -43,6 +43,8 @@ def options():
     for group in ("model", "rollout", "trainer", "logger", "experiment"):  # algo: test_combinations.py
         for path in sorted((CONF / group).rglob("*.yaml")):
             option = str(path.relative_to(CONF / group).with_suffix(""))
+            if group == "experiment" and option.startswith("repro/"):
+                continue  # tests/e2e/test_repro.py runs every arm, with its own repro.debug overrides
             if (group, option) == ("rollout", "vllm"):
                 continue  # needs .venv-vllm: `rlrun debug=cpu rollout=vllm` runs in tests/engines/test_rollout_vllm.py
             if group == "model" and option not in ("hf", "tiny", "tiny_compare") and option not in REAL:

@@ -49,6 +49,11 @@ def test_a_bad_override_is_one_line_before_anything_runs(capsys, tmp_path):
 
 @pytest.mark.parametrize("name,arm", ARMS)
 def test_every_arm_runs_two_debug_steps(name, arm, tmp_path):
+    run_two_debug_steps(name, arm, tmp_path)
+
+
+def run_two_debug_steps(name: str, arm: str, tmp_path: Path) -> None:
+    """The arm under debug=cpu, in this process (on CUDA where there is one: tests/engines/test_gpu_scale.py)."""
     from rlrun.runtime import dist, loop
     from rlrun.wiring.build import build_run
     from rlrun.wiring.cli import compose

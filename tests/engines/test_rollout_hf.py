@@ -34,10 +34,10 @@ def test_a_batch_over_max_batch_rows_is_decoded_in_parts_with_the_same_result(ra
     assert parts.completion_ids == whole.completion_ids
     assert parts.truncated_N.tolist() == whole.truncated_N.tolist()
     torch.testing.assert_close(parts.logp_NT, whole.logp_NT, rtol=0, atol=1e-5)
-    # by positions: prompts of 12, 24 and 39 tokens + budgets 20, 5, 12 -> rows of 32, 32, 29, 29, 51, 51;
-    # 64 positions: [32 32] (2 x 32), [29 29] (a third row after 32 32 would make 3 x 32), [51], [51]
+    # by prompt positions: prompts of 12, 24 and 39 tokens, 2 rows each; 50 positions: [12 12] (2 x 12),
+    # [24 24] (a third row, 3 x 24 = 72, would not fit), [39], [39] (2 x 39 = 78)
     assert [len(p) for p in whole.prompt_ids] == [12, 24, 39]
-    tokens = HFRollout(random_policy, temperature=0, max_batch_tokens=64)
+    tokens = HFRollout(random_policy, temperature=0, max_batch_tokens=50)
     calls = []
     sample = tokens._sample
     tokens._sample = lambda rows, *a: calls.append(len(rows)) or sample(rows, *a)

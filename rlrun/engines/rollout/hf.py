@@ -162,16 +162,17 @@ class HFRollout:
 
     def _sample_in_parts(self, rows: list[list[int]], budget_N: torch.Tensor, temperature: float, top_p: float):
         """``_sample`` on consecutive parts of at most ``max_batch_rows`` rows and ``max_batch_tokens``
-        padded positions (rows x the part's longest prompt + budget; a longer row goes alone): the
-        prefill's attention of a large evaluation or monitor set would not fit at once. The parts'
-        columns are padded alike."""
+        padded prompt positions (rows x the part's longest prompt; a longer prompt goes alone): the
+        prefill's attention (rows x heads x prompt^2) of a large evaluation or monitor set would not
+        fit at once. Decoding is the same per part (each part decodes its own steps: parts cost
+        time, so the bounds are generous). The parts' columns are padded alike."""
         starts, longest = [0], 0
         for i, row in enumerate(rows):
-            width = max(longest, len(row) + int(budget_N[i]))
+            width = max(longest, len(row))
             if i > starts[-1] and (i - starts[-1] >= self.max_batch_rows
                                    or (i - starts[-1] + 1) * width > self.max_batch_tokens):
                 starts.append(i)
-                width = len(row) + int(budget_N[i])
+                width = len(row)
             longest = width
         if len(starts) == 1:
             return self._sample(rows, budget_N, temperature, top_p)
