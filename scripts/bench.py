@@ -45,7 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--all", action="store_true", help="both model sizes, with and without KL")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="trainer.precision (one setting)")
+    p.add_argument("--all", action="store_true", help="both model sizes, with and without KL, and the bf16 rows")
     p.add_argument("--trl-dir", help="directory of trl_<config>.json files (with --all)")
     p.add_argument("--trl-python", help="with --all: run scripts/bench_trl.py with this Python (TRL's venv) "
                    "side by side, TRL then rlrun for each setting, --rounds times; the ratio is of the "
@@ -305,7 +306,7 @@ def main() -> None:
         result = {**header, "configs": results}
     else:
         result = {**header, **with_ratio(bench_one(args.hidden, args.layers, args.kl, args.steps,
-                                                   args.overrides, args.max_new_tokens), args.trl)}
+                                                   args.overrides, args.max_new_tokens, args.precision), args.trl)}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     text = json.dumps(result, indent=2)
     print(text)
