@@ -18,9 +18,8 @@ from rlrun.analysis import repro
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = sorted(p.name for p in repro.repro_dir().iterdir() if p.is_dir())
-# the faithful settings differ from the small ones in scale only, which debug=cpu overrides: slow tier
-ARMS = [pytest.param(name, arm, id=f"{name}/{arm}", marks=() if name.endswith("_small") else pytest.mark.slow)
-        for name in NAMES for arm in repro.arms(name)]
+# every arm of every preset (the fast tier: two workers share them)
+ARMS = [pytest.param(name, arm, id=f"{name}/{arm}") for name in NAMES for arm in repro.arms(name)]
 
 
 def test_the_reproductions_are_found():
