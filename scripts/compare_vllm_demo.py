@@ -45,24 +45,30 @@ def agreement(first: float, second: float, n: int) -> dict:
     return {"difference": first - second, "bound": bound, "within_noise": abs(first - second) <= bound}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def compare(doc: str, prog: str, arms: dict[str, str]) -> None:
+    """The demo once per arm (name -> override, two arms), the first's end accuracy checked against
+    the second's within noise; one JSON printed (and written to --out), exit 1 past the bound."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--questions", type=int, default=256, help="held-out questions (eval.problems)")
     parser.add_argument("overrides", nargs="*", help="further Hydra overrides for both runs")
     args = parser.parse_args()
     overrides = [f"eval.problems={args.questions}", *args.overrides]
-    with tempfile.TemporaryDirectory(prefix="rlrun-vllm-demo-") as tmp:
-        runs = {engine: run_demo(f"rollout={engine}", os.path.join(tmp, engine), overrides) for engine in ENGINES}
+    with tempfile.TemporaryDirectory(prefix=f"rlrun-{prog}-") as tmp:
+        runs = {name: run_demo(arm, os.path.join(tmp, name), overrides) for name, arm in arms.items()}
+    first, second = arms
     result = {"date": time.strftime("%Y-%m-%d"), "runs": runs,
-              **agreement(runs["vllm"]["end"]["acc"], runs["hf"]["end"]["acc"], args.questions)}
+              **agreement(runs[first]["end"]["acc"], runs[second]["end"]["acc"], args.questions)}
     write(result, args.out)
     if not result["within_noise"]:
-        print(f"compare_vllm_demo: the end accuracies differ by {result['difference']:+.3f}, more than the "
-              f"noise bound {result['bound']:.3f} (vllm {runs['vllm']['end']['acc']:.3f}, hf "
-              f"{runs['hf']['end']['acc']:.3f})", file=sys.stderr)
+        print(f"{prog}: the end accuracies differ by {result['difference']:+.3f}, more than the noise bound "
+              f"{result['bound']:.3f} ({first} {runs[first]['end']['acc']:.3f}, {second} "
+              f"{runs[second]['end']['acc']:.3f})", file=sys.stderr)
         sys.exit(1)
 
+
+def main() -> None:
+    compare(__doc__, "compare_vllm_demo", {engine: f"rollout={engine}" for engine in ENGINES})
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,6 @@ from pathlib import Path
 
 DEBUG_CAP = 32  # new tokens per completion when debug=cpu is given (the tiny model, not the paper's)
 DEBUG_SAMPLES = 2  # evaluation samples per question under debug=cpu (still avg@k and pass@k, at 2)
-METRICS = ("acc", "mean_tokens", "acc_change", "length_change_pct")
 
 
 def repro_dir() -> Path:
