@@ -69,6 +69,8 @@ class StepBatch:
     prompt_ids: list[list[int]] = field(default_factory=list)
     group_size: int = 1
     step: int = 0
+    think_end_ids: tuple[int, ...] = ()  # the end-of-thinking marker's token ids (model.think_end)
+    length_span: str = "response"  # what lengths count: response | thinking (rlrun.runtime.sampling.counted)
     # per completion: the rollout engine's
     completion_ids: list[list[int]] | None = row()
     texts: list[str] | None = row()
@@ -112,10 +114,50 @@ class StepBatch:
     def sampled_tokens_N(self) -> torch.Tensor:
         """Sampled tokens per completion, EOS included when one was emitted (verl's response-mask
         length, the ``|o|`` of several papers): the length of ``completion_ids``, or, in a batch
-        made without token ids, ``length_tokens_N`` + 1 where not truncated."""
+        made without token ids, ``length_tokens_N`` + 1 where not truncated. Under
+        ``length_span="thinking"`` the thinking span (no EOS in it): the length terms that count EOS
+        count the thinking span too."""
+        if self.length_span == "thinking":
+            return self.thinking_tokens_N
         if self.completion_ids is not None:
             return torch.tensor([len(ids) for ids in self.completion_ids], dtype=torch.long)
         return self.length_tokens_N + (~self.truncated_N.bool()).to(self.length_tokens_N.dtype)
+
+    @property
+    def response_tokens_N(self) -> torch.Tensor:
+        """The whole response's tokens, EOS not counted, whatever ``length_span`` says (from
+        ``completion_ids``; ``length_tokens_N`` in a batch made without them). Shape (N,) long."""
+        if self.completion_ids is None:
+            return self.length_tokens_N.to(torch.long)
+        ended = (~self.truncated_N.bool()).to(torch.long)
+        return torch.tensor([len(ids) for ids in self.completion_ids], dtype=torch.long) - ended
+
+    @property
+    def thinking_tokens_N(self) -> torch.Tensor:
+        """Response tokens before the first end-of-thinking marker (``think_end_ids``, e.g.
+        ``</think>``): the thinking span. A response without the marker is all thinking (its
+        ``length_tokens_N``, PEAR's convention k = T, ALGORITHMS.md 4.6.3); so is every response of a
+        batch made without token ids or marker. Shape (N,) long."""
+        return self._spans()[0]
+
+    @property
+    def answer_tokens_N(self) -> torch.Tensor:
+        """Response tokens after the first end-of-thinking marker, EOS not counted: the answer span
+        (0 for a response without the marker). ``thinking + marker + answer = length_tokens_N``
+        where the marker was found. Shape (N,) long."""
+        return self._spans()[1]
+
+    def _spans(self) -> tuple[torch.Tensor, torch.Tensor]:
+        length = self.response_tokens_N
+        if self.completion_ids is None or not self.think_end_ids:
+            return length.clone(), torch.zeros_like(length)
+        marker = list(self.think_end_ids)
+        thinking, answer = [], []
+        for ids, n in zip(self.completion_ids, length.tolist()):
+            at = find_marker(ids[:n], marker)
+            thinking.append(n if at is None else at)
+            answer.append(0 if at is None else n - at - len(marker))
+        return torch.tensor(thinking, dtype=torch.long), torch.tensor(answer, dtype=torch.long)
 
     @property
     def answers_N(self) -> list[str]:
@@ -163,6 +205,19 @@ class StepBatch:
                 columns[name] = [x for v in values for x in v]
         return dataclasses.replace(parts[0], problems=[q for p in parts for q in p.problems],
                                    prompt_ids=[ids for p in parts for ids in p.prompt_ids], **columns)
+
+
+def find_marker(ids: list[int], marker: list[int]) -> int | None:
+    """The index of the first occurrence of ``marker`` in ``ids``, None where it does not occur."""
+    first, width, at = marker[0], len(marker), 0
+    while True:
+        try:
+            at = ids.index(first, at)
+        except ValueError:
+            return None
+        if ids[at : at + width] == marker:
+            return at
+        at += 1
 
 
 def _cat_padded(values: list[torch.Tensor]) -> torch.Tensor:

@@ -54,6 +54,15 @@ def rollout_metrics(
     }
 
 
+def span_metrics(thinking_tokens_N: torch.Tensor, answer_tokens_N: torch.Tensor) -> dict[str, float]:
+    """``length/thinking_mean_tokens`` = mean_i of the tokens before the end-of-thinking marker (the
+    whole response where there is none) and ``length/answer_mean_tokens`` = mean_i of the tokens
+    after it (0 where there is none), EOS and the marker not counted (``StepBatch.thinking_tokens_N``).
+    Shapes: two (N,) tensors -> dict of floats (0.0 for an empty step)."""
+    return {"length/thinking_mean_tokens": _mean(thinking_tokens_N.detach().to(torch.float64)),
+            "length/answer_mean_tokens": _mean(answer_tokens_N.detach().to(torch.float64))}
+
+
 def reward_metrics(scored: Scored) -> dict[str, float]:
     """Means over the step's completions of the shaped reward and of each unweighted term:
     ``reward/total`` = mean_i r_i, ``reward/<term>`` = mean_i term_i (0.0 for an empty step).

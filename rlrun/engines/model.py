@@ -34,11 +34,17 @@ class ModelSpec:
     # its papers evaluate at (the rollout engines' default cap); None: the engine's own
     context_length: int | None = None
     max_new_tokens: int | None = None
+    # the end of the thinking span in a completion (``length.span=thinking``, PEAR, budget forcing)
+    # and the cue a budget-forced evaluation writes after it before the model answers (ALGORITHMS.md 5.3)
+    think_end: str = "</think>"
+    answer_cue: str = "\n\n**Final Answer.**"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype={self.dtype!r} is not one of {sorted(DTYPES)}")
         _ = self.chat  # a bad chat format fails here, when the config is built
+        if not self.think_end:
+            raise ValueError("model.think_end is empty: give the string that ends the thinking span, e.g. '</think>'")
         for key, value in (("model.context_length", self.context_length), ("model.max_new_tokens", self.max_new_tokens)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{key}={value!r} must be a positive number of tokens (or null)")
@@ -50,6 +56,11 @@ class ModelSpec:
     @property
     def chat(self) -> ChatFormat:
         return ChatFormat(self.chat_format, self.system_prompt, self.generation_suffix)
+
+    def think_end_ids(self, tokenizer) -> tuple[int, ...]:
+        """The token ids of ``think_end`` (one special token for Qwen3 and R1-distill tokenizers,
+        several for the tiny model's characters): what :attr:`StepBatch.thinking_tokens_N` looks for."""
+        return tuple(tokenizer(self.think_end, add_special_tokens=False)["input_ids"])
 
 
 class ModelError(ValueError):

@@ -12,16 +12,19 @@ from typing import Any
 import torch
 
 from rlrun.core.evaluation import mean_pass_at_k
-from rlrun.core.metrics import rollout_metrics
+from rlrun.core.metrics import rollout_metrics, span_metrics
 from rlrun.runtime import dist
+from rlrun.runtime.sampling import counted
 from rlrun.runtime.capabilities import parts_of
 from rlrun.types import Closable, HasMetrics, HasPromptTemplate, MeasuresEval, Sampling, StepBatch
 
 
 def gathered_metrics(batch: StepBatch) -> dict[str, float]:
-    """Accuracy and length statistics over the completions of all ranks (percentiles included)."""
-    return rollout_metrics(dist.gather_cat(batch.length_tokens_N), dist.gather_cat(batch.truncated_N),
-                           dist.gather_cat(batch.correct_N))
+    """Accuracy and length statistics over the completions of all ranks (percentiles included),
+    with the means of the thinking and answer spans."""
+    metrics = rollout_metrics(dist.gather_cat(batch.length_tokens_N), dist.gather_cat(batch.truncated_N),
+                              dist.gather_cat(batch.correct_N))
+    return {**metrics, **span_metrics(dist.gather_cat(batch.thinking_tokens_N), dist.gather_cat(batch.answer_tokens_N))}
 
 
 def verifier_counts(verifier: Any) -> dict[str, float]:
@@ -48,17 +51,21 @@ def measured(pieces: list[Any], batch: StepBatch) -> dict[str, float]:
 
 
 def sample_and_score(rollout, verifier, problems, k: int, budgets: list[int],
-                     sampling: Sampling | None = None, measures: list[Any] = ()) -> tuple[dict[str, float], StepBatch]:
+                     sampling: Sampling | None = None, measures: list[Any] = (),
+                     span: str = "response") -> tuple[dict[str, float], StepBatch]:
     """``k`` samples per problem, reduced over ranks: acc (pass@1 averaged over the samples), mean
-    tokens, truncated share, pass@k for k > 1 (ALGORITHMS.md 5.1), and what ``measures`` add; and
-    this rank's batch with the verifier's columns."""
-    batch = rollout.generate(problems, k, budgets, sampling)
+    tokens (of ``span``, ``length.span``), the thinking and answer spans' mean tokens, truncated
+    share, pass@k for k > 1 (ALGORITHMS.md 5.1), and what ``measures`` add; and this rank's batch
+    with the verifier's columns."""
+    batch = counted(rollout.generate(problems, k, budgets, sampling), span)
     verdicts = verifier(batch)
     batch = batch.with_columns(correct_N=verdicts.correct_N, format_ok_N=verdicts.format_ok_N,
                                predicted=verdicts.predicted)
     merged = gathered_metrics(batch)
     out = {"acc": merged["acc/train"], "mean_tokens": merged["length/mean_tokens"],
-           "truncated_frac": merged["length/truncated_frac"]}
+           "truncated_frac": merged["length/truncated_frac"],
+           "thinking_mean_tokens": merged["length/thinking_mean_tokens"],
+           "answer_mean_tokens": merged["length/answer_mean_tokens"]}
     if k > 1:
         correct = dist.gather_cat(verdicts.correct_N).view(-1, k)
         out[f"pass@{k}"] = mean_pass_at_k(correct, k)
@@ -119,10 +126,11 @@ class Evaluator:
         sampling = Sampling(temperature=ev.temperature, top_p=ev.top_p)
         measures = [p for p in parts_of(run.prompts) if isinstance(p, MeasuresEval)]
         k = ev.samples_by_set.get(name, ev.samples)
-        result, _ = sample_and_score(run.rollout, verifier, share, k, budgets, sampling, measures)
+        span = run.settings.length.span
+        result, _ = sample_and_score(run.rollout, verifier, share, k, budgets, sampling, measures, span)
         for cap in ev.budgets:
             at_cap, _ = sample_and_score(run.rollout, verifier, share, k, [cap] * len(share),
-                                         sampling, measures)
+                                         sampling, measures, span)
             result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
         result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())
         result.update({key.replace("/", "_"): v for key, v in verifier_counts(verifier).items()})

@@ -60,7 +60,7 @@ def step_metrics(run, got: Sampled, times: dict[str, float], stats: dict[str, fl
            for k, v in piece.metrics().items()},
         "curriculum/budget_mean_tokens": float(torch.tensor(got.budgets, dtype=torch.float).mean()),
         **(run.curriculum.batch_metrics(batch) if isinstance(run.curriculum, HasBatchMetrics) else {}),
-        "throughput/tokens_per_s": float(batch.length_tokens_N.sum()) / times["time/rollout_s"],
+        "throughput/tokens_per_s": float(batch.response_tokens_N.sum()) / times["time/rollout_s"],
         "rollout/rounds": float(got.rounds),
     }
     metrics = {

@@ -16,6 +16,7 @@ import torch
 
 from rlrun.runtime import dist
 from rlrun.runtime.evaluation import rank_share
+from rlrun.runtime.sampling import counted
 from rlrun.types import HasMonitorSet, NeedsMonitor, Problem
 
 MONITOR_SOURCES = ("data", "eval")
@@ -52,7 +53,7 @@ def run_monitors(run, step: int, cache: dict) -> dict[str, float]:
         questions = cache[name]
         rank, world = dist.rank(), dist.world_size()
         share, budgets = rank_share(run, questions, step)
-        batch = run.rollout.generate(share, piece.targets.n_rollout, budgets)
+        batch = counted(run.rollout.generate(share, piece.targets.n_rollout, budgets), run.settings.length.span)
         correct = run.verifier(batch).correct_N.to(torch.float32)
         question = rank + world * batch.group_N  # index in the monitor set, the same on every rank
         correct, length, question = (dist.gather_cat(x) for x in

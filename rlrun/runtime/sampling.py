@@ -31,6 +31,18 @@ def timed(times: dict[str, float], stage: str):
     times[key] = max(times.get(key, 0.0), memory.peak_gb())
 
 
+def counted(batch: StepBatch, span: str) -> StepBatch:
+    """``batch`` with its lengths counting ``span`` (``length.span``): ``response`` leaves it as the
+    engine made it; ``thinking`` puts the thinking span (``StepBatch.thinking_tokens_N``) in
+    ``length_tokens_N`` and makes ``sampled_tokens_N`` count it, so every length reward, filter and
+    ``length/*`` metric counts only the tokens before the end-of-thinking marker."""
+    if span == "response":
+        return batch
+    if span != "thinking":
+        raise ValueError(f"length.span={span!r}; choose response or thinking")
+    return batch.with_columns(length_tokens_N=batch.thinking_tokens_N, length_span="thinking")
+
+
 @dataclass
 class Sampled:
     """One step's completions of all sampling rounds (verdicts and reward included), the filter's
@@ -66,7 +78,7 @@ def sample(run, step: int, times: dict[str, float]) -> Sampled:
             problems = run.prompts(problems, step)
         budgets += run.curriculum.budgets(step, problems)
         with timed(times, "rollout"):
-            batch = run.rollout.generate(problems, s.group_size, budgets[-len(problems):])
+            batch = counted(run.rollout.generate(problems, s.group_size, budgets[-len(problems):]), s.length.span)
         with timed(times, "reward"):
             batch, keep_N = score(run, batch, step)
         rounds.append((batch, keep_N))

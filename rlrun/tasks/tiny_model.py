@@ -114,6 +114,10 @@ def _copy_tree(source: Path):
     return lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True)
 
 
+# after "</think>" the tiny model writes "\n\\boxed{...}" (rlrun.tasks.arith): a forced answer starts there
+TINY_ANSWER_CUE = "\n"
+
+
 def tiny_model_spec(dtype: str = "float32") -> ModelSpec:
     """The tiny model's :class:`ModelSpec`, installing it into the cache on first use."""
     target = tiny_model_dir()
@@ -124,7 +128,7 @@ def tiny_model_spec(dtype: str = "float32") -> ModelSpec:
             print(f"rlrun: no shipped tiny model, training one into {target}", file=sys.stderr)
             _install(lambda staging: build(staging, SFTConfig()), target)
     return ModelSpec(path=str(target / "model"), tokenizer_path=str(target / "tokenizer"),
-                     dtype=dtype)
+                     dtype=dtype, answer_cue=TINY_ANSWER_CUE)
 
 
 def tiny_compare_spec(dtype: str = "float32") -> ModelSpec:
@@ -138,7 +142,7 @@ def tiny_compare_spec(dtype: str = "float32") -> ModelSpec:
             print(f"rlrun: no shipped compare tiny model, training one into {target}", file=sys.stderr)
             _install(lambda staging: build_compare(staging, COMPARE_SFT), target)
     return ModelSpec(path=str(target / "model"), tokenizer_path=str(target / "tokenizer"),
-                     dtype=dtype)
+                     dtype=dtype, answer_cue=TINY_ANSWER_CUE)
 
 
 def evaluate_dir(directory: Path, digits: int = 3, n: int = EVAL_PROBLEMS, seed: int = 0,

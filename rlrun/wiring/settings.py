@@ -72,6 +72,19 @@ class CheckpointSettings:
     keep_last: int = 0  # the newest K step checkpoints stay (0: all); older ones go once a newer is complete
 
 
+SPANS = ("response", "thinking")
+
+
+@dataclass(frozen=True)
+class LengthSettings:
+    """The ``length`` node: what a response's length counts, for every length reward, filter and
+    ``length/*`` metric (``StepBatch.length_tokens_N``): the whole ``response`` (EOS not counted) or
+    only the ``thinking`` span before the model's ``think_end`` marker (a response without one is
+    all thinking)."""
+
+    span: str = "response"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The run's top-level numbers (config keys of the same names) and its output directory."""
@@ -85,15 +98,16 @@ class Settings:
     out_dir: str
     eval: EvalSettings
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    length: LengthSettings = field(default_factory=LengthSettings)
     resume_allow_changes: bool = False  # a resume may change keys that change the experiment
 
 
 def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     """The top-level keys and the eval group as ``Settings``, type- and range-checked."""
     groups = config_groups()
-    top = check_fields("", cfg, Settings, skip=("out_dir", "eval", "checkpoint"))
+    top = check_fields("", cfg, Settings, skip=("out_dir", "eval", "checkpoint", "length"))
     # repro: a reproduction preset's description (rlrun.analysis.repro reads it; training does not)
-    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra", "checkpoint", "repro"}
+    allowed = set(top) | {path.split(".")[0] for path in COMPONENTS} | {"eval", "hydra", "checkpoint", "length", "repro"}
     for key in cfg:
         if key not in allowed:
             raise ConfigError(
@@ -120,11 +134,28 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
         if key not in kept:
             raise ConfigError(f"checkpoint.{key} is not a checkpoint setting{suggest(str(key), kept)}; "
                               f"valid keys of checkpoint: {', '.join(kept)}")
-    settings = Settings(**top, out_dir=out_dir, checkpoint=CheckpointSettings(**kept), eval=EvalSettings(
+    settings = Settings(**top, out_dir=out_dir, checkpoint=CheckpointSettings(**kept), length=read_length(cfg),
+                        eval=EvalSettings(
         ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
         tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"], dict(ev["samples_by_set"])))
     check_ranges(settings)
     return settings
+
+
+def read_length(cfg: DictConfig) -> LengthSettings:
+    """The ``length`` node (absent: the whole response), checked."""
+    node = cfg.get("length")
+    if node is None:
+        return LengthSettings()
+    if not isinstance(node, DictConfig):
+        raise ConfigError("length must be a node; set length.span=response or length.span=thinking")
+    given = check_fields("length", node, LengthSettings)
+    for key in node:
+        if key not in given:
+            raise ConfigError(f"length.{key} is not a length setting{suggest(str(key), given)}; valid keys of length: span")
+    if given["span"] not in SPANS:
+        raise ConfigError(f"length.span={given['span']} is not valid; choose one of {', '.join(SPANS)}")
+    return LengthSettings(**given)
 
 
 def check_ranges(s: Settings) -> None:

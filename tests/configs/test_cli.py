@@ -30,7 +30,7 @@ def unknown_key_message(key: str, suggestion: str) -> str:
 
 def cases():
     groups = config_groups()
-    top = "checkpoint, checkpoint_every, group_size, prompts_per_step, resume, resume_allow_changes, seed, steps"
+    top = "checkpoint, checkpoint_every, group_size, length, prompts_per_step, resume, resume_allow_changes, seed, steps"
     return [
         (["algo=nonexistent"],
          f"algo=nonexistent is not an option; valid algo options: {', '.join(groups['algo'])}"),

@@ -59,6 +59,7 @@ class HFRollout:
         self.top_p = top_p
         self.tokenizer = load_tokenizer(model)
         self.chat = model.chat
+        self.think_end_ids = model.think_end_ids(self.tokenizer)
         chat_note(model, self.tokenizer)
         self.model = load_model(model).eval()
         self.model.requires_grad_(False)
@@ -119,6 +120,7 @@ class HFRollout:
             problems=list(problems),
             group_size=group_size,
             prompt_ids=prompt_ids,
+            think_end_ids=self.think_end_ids,
             completion_ids=completion_ids,
             texts=texts,
             length_tokens_N=torch.tensor(lengths, dtype=torch.long),

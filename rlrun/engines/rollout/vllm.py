@@ -145,6 +145,7 @@ class VLLMRollout:
         self.probe_start: tuple[torch.Tensor, torch.Tensor] | None = None
         self.tokenizer = load_tokenizer(model)
         self.chat = model.chat
+        self.think_end_ids = model.think_end_ids(self.tokenizer)
         chat_note(model, self.tokenizer)
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer_path or model.path, dtype=model.dtype,
                        max_model_len=max_model_len, enable_prefix_caching=True, seed=0,
@@ -335,7 +336,7 @@ class VLLMRollout:
         for row, values in enumerate(logps):
             logp_NT[row, : len(values)] = torch.tensor(values, dtype=torch.float)
         return StepBatch(
-            problems=problems, group_size=group_size, prompt_ids=prompt_ids,
+            problems=problems, group_size=group_size, prompt_ids=prompt_ids, think_end_ids=self.think_end_ids,
             completion_ids=completion_ids, texts=texts,
             length_tokens_N=torch.tensor(lengths, dtype=torch.long),
             truncated_N=torch.tensor(truncated, dtype=torch.bool),
