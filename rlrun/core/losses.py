@@ -1,5 +1,6 @@
 """The PPO/GRPO clipped surrogate with a k3 KL penalty and the four loss-aggregation modes
-(ALGORITHMS.md 1.1.3 and 1.2.3).
+(ALGORITHMS.md 1.1.3 and 1.2.3), and ``PolicyLoss``, the template every policy loss shares (KL,
+aggregation, rollout correction, statistics; the sequence-level losses are in ``seq_losses.py``).
 
 Aggregation denominators (the total number of response tokens and N', the rows with at least one
 response token) are taken over the whole optimisation mini-batch, on all ranks, and arrive in
@@ -149,47 +150,38 @@ def rollout_weights(train_logp_NT: torch.Tensor, rollout_logp_NT: torch.Tensor, 
     raise ValueError(f"rollout correction {mode!r}; choose one of {', '.join(ROLLOUT_CORRECTIONS)}")
 
 
-class ClippedSurrogate:
-    """GRPO's loss (DeepSeekMath arXiv 2402.03300 Eq. 3, as a loss to minimise): the per-token
-    clipped surrogate (``clipped_surrogate``) plus ``kl_coef`` times the per-token k3 KL (``k3``),
-    each reduced with ``aggregate(mode=aggregation)`` over the mini-batch denominators in
-    ``batch.norm``:
+class PolicyLoss:
+    """What every policy loss of rlrun shares (``ClippedSurrogate`` here; GSPO, LUSPO, CISPO and SAPO in
+    ``rlrun.core.seq_losses``): a subclass's per-token policy term ``ℓ^pg`` (:meth:`per_token`), optionally
+    weighted for the rollout/trainer mismatch, plus ``kl_coef`` times the per-token k3 KL (``k3``), each
+    reduced with ``aggregate(mode=aggregation)`` over the mini-batch denominators in ``batch.norm``:
 
-        loss = agg(ℓ^pg) + β · agg(D̂)
+        loss = agg(w ⊙ ℓ^pg) + β · agg(D̂)         (w = 1 unless ``rollout_correction`` is tis | mis)
 
     ``needs_reference`` is ``kl_coef > 0``: only then is ``batch.ref_logp_NT`` read.
     ``norm_constant`` (C) is read only by ``seq_mean_token_sum_norm``, which requires it.
     ``rollout_correction`` (``none`` | ``tis`` | ``mis``, cap ``rollout_cap``) multiplies each
-    token's surrogate by the importance weight of :func:`rollout_weights` between the trainer's
+    token's policy term by the importance weight of :func:`rollout_weights` between the trainer's
     π_old (``batch.old_logp_NT``) and the rollout engine's log-probs (``batch.logp_NT``); the share
     of tokens whose ratio passed the cap is logged as ``rollout/is_capped_frac``.
 
     Statistics (detached scalars, each a sum over the micro-batch's rows divided by the global
     denominators, so that summing them over micro-batches and ranks gives the mini-batch value):
-    ``loss/policy`` = agg(ℓ^pg); ``loss/kl`` = agg(D̂) (not multiplied by β; 0 when β = 0);
+    ``loss/policy`` = agg(w ⊙ ℓ^pg); ``loss/kl`` = agg(D̂) (not multiplied by β; 0 when β = 0);
     ``ppo/clip_frac`` = (clipped response tokens of this micro-batch) / (response tokens of the
-    whole mini-batch), i.e. always a token mean whatever the aggregation mode.
+    whole mini-batch), i.e. always a token mean whatever the aggregation mode. A quantity of a whole
+    row (GSPO's sequence ratio) is computed inside the micro-batch: rows are never split.
 
     The arithmetic runs in float32 at least (bf16 log-probs are upcast; float64 stays float64).
     Shapes: ``logp_NT`` (N, T) with grad; ``batch`` tensors as documented in ``StepBatch``.
     """
 
-    def __init__(
-        self,
-        clip_low: float = 0.2,
-        clip_high: float = 0.2,
-        dual_clip: float | None = None,
-        kl_coef: float = 0.0,
-        aggregation: str = "seq_mean_token_mean",
-        norm_constant: float | None = None,
-        rollout_correction: str = "none",
-        rollout_cap: float = 2.0,
-    ) -> None:
+    def __init__(self, kl_coef: float, aggregation: str, norm_constant: float | None,
+                 rollout_correction: str, rollout_cap: float) -> None:
         if rollout_correction not in ROLLOUT_CORRECTIONS:
             raise ValueError(f"rollout_correction={rollout_correction!r}; choose one of {', '.join(ROLLOUT_CORRECTIONS)}")
         if not rollout_cap > 1.0:
             raise ValueError(f"rollout_cap must be > 1 (the largest importance weight kept), got {rollout_cap}")
-        self.rollout_correction, self.rollout_cap = rollout_correction, float(rollout_cap)
         if aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}"
@@ -199,21 +191,19 @@ class ClippedSurrogate:
                 "aggregation seq_mean_token_sum_norm needs norm_constant > 0 (e.g. the maximum "
                 f"response length in tokens), got {norm_constant}"
             )
-        if not (0.0 <= clip_low < 1.0 and clip_high >= 0.0):
-            raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
-        if dual_clip is not None and not dual_clip > 1.0:
-            raise ValueError(f"dual_clip must be > 1 (or null for off), got {dual_clip}")
         if not kl_coef >= 0.0:
             raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-        self.clip_low = float(clip_low)
-        self.clip_high = float(clip_high)
-        self.dual_clip = None if dual_clip is None else float(dual_clip)
+        self.rollout_correction, self.rollout_cap = rollout_correction, float(rollout_cap)
         self.kl_coef = float(kl_coef)
         self.aggregation = aggregation
         self.norm_constant = None if norm_constant is None else float(norm_constant)
         self.needs_reference = self.kl_coef > 0.0
-        # A = 0 makes every surrogate term 0 (min(r·0, clip(r)·0)); only the KL term reads such rows.
+        # A = 0 makes every policy term 0 (each is A times something finite); only the KL term reads such rows.
         self.zero_advantage_is_zero_loss = not self.needs_reference
+
+    def per_token(self, logp_NT: torch.Tensor, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ℓ^pg_NT, clipped_NT)``: the per-token policy loss and where a clip removed the gradient."""
+        raise NotImplementedError
 
     def _reduce(self, values_NT: torch.Tensor, mask_NT: torch.Tensor, norm: LossNorm) -> torch.Tensor:
         return aggregate(values_NT, mask_NT, self.aggregation, norm, self.norm_constant)
@@ -231,20 +221,10 @@ class ClippedSurrogate:
             raise ValueError(f"advantages {tuple(batch.advantages_N.shape)} do not match {mask_NT.shape[0]} rows")
         norm = loss_norm(mask_NT) if batch.norm is None else batch.norm
         logp_NT = logp_NT.to(torch.promote_types(logp_NT.dtype, torch.float32))  # bf16 -> fp32 math
-        pg_NT, clipped_NT = clipped_surrogate(
-            logp_NT, batch.old_logp_NT, batch.advantages_N, self.clip_low, self.clip_high, self.dual_clip
-        )
+        pg_NT, clipped_NT = self.per_token(logp_NT, batch)
         extra: dict[str, torch.Tensor] = {}
         if self.rollout_correction != "none":
-            if batch.logp_NT is None:
-                raise ValueError("rollout_correction needs the rollout engine's log-probs (batch.logp_NT)")
-            weight_NT = rollout_weights(batch.old_logp_NT, batch.logp_NT, self.rollout_correction, self.rollout_cap)
-            pg_NT = pg_NT * weight_NT.to(pg_NT.dtype)
-            over = torch.exp((batch.old_logp_NT.float() - batch.logp_NT.float()).clamp(-20.0, 20.0)) > self.rollout_cap
-            # tokens whose ratio passed the cap (truncated by tis, masked by mis), over the mini-batch's
-            # tokens: a sum over micro-batches and ranks like the other statistics
-            extra["rollout/is_capped_frac"] = (over & (mask_NT > 0)).sum().to(pg_NT.dtype) / max(
-                float(norm.total_tokens), 1.0)
+            pg_NT, extra = self._rollout_corrected(pg_NT, batch, norm)
         policy = self._reduce(pg_NT, mask_NT, norm)
         loss = policy
         kl = torch.zeros((), dtype=policy.dtype, device=policy.device)
@@ -261,3 +241,53 @@ class ClippedSurrogate:
             **extra,
         }
         return loss, stats
+
+    def _rollout_corrected(self, pg_NT: torch.Tensor, batch: StepBatch,
+                           norm: LossNorm) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if batch.logp_NT is None:
+            raise ValueError("rollout_correction needs the rollout engine's log-probs (batch.logp_NT)")
+        weight_NT = rollout_weights(batch.old_logp_NT, batch.logp_NT, self.rollout_correction, self.rollout_cap)
+        over = torch.exp((batch.old_logp_NT.float() - batch.logp_NT.float()).clamp(-20.0, 20.0)) > self.rollout_cap
+        # tokens whose ratio passed the cap (truncated by tis, masked by mis), over the mini-batch's
+        # tokens: a sum over micro-batches and ranks like the other statistics
+        capped = (over & (batch.mask_NT > 0)).sum().to(pg_NT.dtype) / max(float(norm.total_tokens), 1.0)
+        return pg_NT * weight_NT.to(pg_NT.dtype), {"rollout/is_capped_frac": capped}
+
+
+class ClippedSurrogate(PolicyLoss):
+    """GRPO's loss (DeepSeekMath arXiv 2402.03300 Eq. 3, as a loss to minimise): the per-token
+    clipped surrogate (``clipped_surrogate``) plus ``kl_coef`` times the per-token k3 KL (``k3``),
+    each reduced with ``aggregate(mode=aggregation)`` over the mini-batch denominators in
+    ``batch.norm``:
+
+        loss = agg(ℓ^pg) + β · agg(D̂)
+
+    KL, aggregation, rollout correction and the statistics are :class:`PolicyLoss`'s;
+    ``ppo/clip_frac`` counts the tokens where a clip (or the dual clip) removed the gradient.
+    Shapes: ``logp_NT`` (N, T) with grad; ``batch`` tensors as documented in ``StepBatch``.
+    """
+
+    def __init__(
+        self,
+        clip_low: float = 0.2,
+        clip_high: float = 0.2,
+        dual_clip: float | None = None,
+        kl_coef: float = 0.0,
+        aggregation: str = "seq_mean_token_mean",
+        norm_constant: float | None = None,
+        rollout_correction: str = "none",
+        rollout_cap: float = 2.0,
+    ) -> None:
+        super().__init__(kl_coef, aggregation, norm_constant, rollout_correction, rollout_cap)
+        if not (0.0 <= clip_low < 1.0 and clip_high >= 0.0):
+            raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
+        if dual_clip is not None and not dual_clip > 1.0:
+            raise ValueError(f"dual_clip must be > 1 (or null for off), got {dual_clip}")
+        self.clip_low = float(clip_low)
+        self.clip_high = float(clip_high)
+        self.dual_clip = None if dual_clip is None else float(dual_clip)
+
+    def per_token(self, logp_NT: torch.Tensor, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return clipped_surrogate(
+            logp_NT, batch.old_logp_NT, batch.advantages_N, self.clip_low, self.clip_high, self.dual_clip
+        )
