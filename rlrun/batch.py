@@ -88,6 +88,7 @@ class StepBatch:
     reward_N: torch.Tensor | None = row()
     terms: dict[str, torch.Tensor] | None = row()
     preference_N: torch.Tensor | None = row()
+    policy_NT: dict[str, torch.Tensor] | None = row()  # the policy's scores reward terms asked for (AsksPolicy)
     # the algorithm's and the update's
     advantages_N: torch.Tensor | None = row()
     old_logp_NT: torch.Tensor | None = row()
@@ -198,7 +199,8 @@ class StepBatch:
             elif any(v is None for v in values):
                 columns[name] = None
             elif isinstance(values[0], dict):
-                columns[name] = {k: torch.cat([v[k] for v in values]) for k in values[0]}
+                join = _cat_padded if name.endswith("_NT") else torch.cat
+                columns[name] = {k: join([v[k] for v in values]) for k in values[0]}
             elif isinstance(values[0], torch.Tensor):
                 columns[name] = _cat_padded(values) if name.endswith("_NT") else torch.cat(values)
             else:

@@ -138,6 +138,16 @@ class Trainer(Protocol):
         as the longest completion; ``reference=True`` uses the frozen reference model."""
         ...
 
+    def entropies(self, batch: StepBatch) -> torch.Tensor:
+        """The policy's full-vocabulary entropy (nats) at each position of ``batch.completion_ids``
+        (the distribution each sampled token was drawn from; no grad), right-padded with 0."""
+        ...
+
+    def encode_prompt(self, turn: str, system: str | None = None) -> list[int]:
+        """The prompt ids of the user's ``turn`` in the model's chat format, with ``system`` as the
+        system prompt where given (rlrun.engines.chat.render_with_system)."""
+        ...
+
     def update(self, batch: StepBatch, loss: Loss) -> dict[str, float]:
         """One optimizer step over ``batch`` (micro-batched, gradient accumulation), returning
         the loss statistics summed over micro-batches and ranks (each is already divided by the
@@ -206,6 +216,38 @@ class MeasuresEval(Protocol):
     rank's completions; the runtime sums over ranks and leaves out a name no rank counted."""
 
     def eval_sums(self, batch: StepBatch) -> dict[str, tuple[float, float]]: ...
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """Per-token scores of the step's completions under the policy that sampled them (pi_old), which
+    a reward term asks the trainer for before it is called (:class:`AsksPolicy`): ``kind`` ``logp``
+    (log pi(o_t | prompt, o_<t) of each sampled token) or ``entropy`` (the full-vocabulary entropy at
+    each position); ``turn`` None scores each completion after its own prompt, else after the prompt
+    of this user turn (with ``system`` as the system prompt, None: the model's own) in the model's
+    chat format. The result is ``batch.policy_NT[request.key]``, (N, T) right-padded with 0."""
+
+    kind: str = "logp"
+    turn: str | None = None
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("logp", "entropy"):
+            raise ValueError(f"PolicyRequest kind={self.kind!r}; choose logp or entropy")
+
+    @property
+    def key(self) -> str:
+        return self.kind if self.turn is None else f"{self.kind}|system={self.system!r}|turn={self.turn!r}"
+
+
+@runtime_checkable
+class AsksPolicy(Protocol):
+    """A reward term that reads the policy's scores of the step's completions (SAR's log-probs with
+    and without the question, PEAR's entropies): the runtime has the trainer compute each of
+    ``policy_requests`` (one forward pass each, shared between terms asking the same) before the
+    reward is called (rlrun.runtime.policy_scores). A collective where the trainer's forward is one."""
+
+    policy_requests: tuple[PolicyRequest, ...]
 
 
 @runtime_checkable

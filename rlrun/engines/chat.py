@@ -59,6 +59,18 @@ class ChatFormat:
         return [*system, {"role": "user", "content": turn}]
 
 
+def encode_with_system(chat: ChatFormat, tokenizer, turn: str, system: str | None) -> list[int]:
+    """The prompt ids of ``turn`` with ``system`` as the system prompt (None: the format's own). A
+    ``plain`` model has no system role: the prompt is then ``"System: {system}\nUser: {turn}\nAssistant: "``
+    (SAR's released code for a tokenizer without a chat template, ALGORITHMS.md 4.5.3)."""
+    if system is None:
+        return chat.encode(tokenizer, turn)
+    if chat.name == "plain":
+        text = f"System: {system}\nUser: {turn}\nAssistant: "
+        return tokenizer(text, add_special_tokens=True)["input_ids"]
+    return ChatFormat(chat.name, system, chat.generation_suffix).encode(tokenizer, turn)
+
+
 def check_against_tokenizer(chat: ChatFormat, tokenizer, turn: str = "What is 1+1?") -> str | None:
     """None where the tokenizer has no chat template, the format is ``plain``, or the tokenizer's
     template renders ``turn`` as ``chat`` does; else one line showing both renderings (a preset

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from rlrun.runtime import dist, memory
+from rlrun.runtime.policy_scores import with_policy_scores
 from rlrun.types import Refills, StepBatch, columns
 
 
@@ -57,6 +58,7 @@ class Sampled:
 def score(run, batch: StepBatch, step: int) -> tuple[StepBatch, torch.Tensor]:
     """The batch with the verifier's and the reward's columns, and the filter's keep mask."""
     batch = batch.with_columns(step=step, **columns(run.verifier(batch)))
+    batch = with_policy_scores(run.trainer, run.reward, batch)  # what terms ask of the policy (SAR, PEAR)
     batch = batch.with_columns(**columns(run.reward(batch)))
     keep_N = torch.ones(len(batch), dtype=torch.bool) if run.filter is None else run.filter(batch)
     return batch, keep_N

@@ -79,3 +79,14 @@ def token_logp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def head_logp(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return token_logp(head(hidden), target)
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """The entropy (nats) of softmax(``logits``) (b, t, V) at each position, in float32:
+    H = logsumexp(l) − Σ_v softmax(l)_v · l_v  (= −Σ_v p_v log p_v)."""
+    logits = logits.float()
+    return logits.logsumexp(-1) - (logits.softmax(-1) * logits).sum(-1)
+
+
+def head_entropy(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return token_entropy(head(hidden))

@@ -42,7 +42,9 @@ from torch.utils.checkpoint import checkpoint
 from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_tokenizer
 from rlrun.engines.trainer import setup
-from rlrun.engines.trainer.batching import chunk_rows, columns, head_logp, micro_batches, pack, token_logp
+from rlrun.engines.chat import encode_with_system
+from rlrun.engines.trainer.batching import (chunk_rows, columns, head_entropy, head_logp, micro_batches, pack,
+                                            token_entropy, token_logp)
 from rlrun.engines.trainer.optim import OptimSettings, lr_factor
 from rlrun.engines.trainer.setup import BadUpdates  # noqa: F401 (raised here; the loop catches UpdatesFailed)
 from rlrun.types import LossNorm, StepBatch
@@ -145,8 +147,10 @@ class DeepSpeedTrainer:
         return self._reference
 
     # -- log-probs ----------------------------------------------------------------------------
-    def _logp(self, engine: Any, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
-        """Per-token log-probs (b, T) of one micro-batch, 0 on padding; grad if enabled."""
+    def _logp(self, engine: Any, prompts: list[list[int]], completions: list[list[int]],
+              entropy: bool = False) -> torch.Tensor:
+        """Per-token log-probs (b, T) of one micro-batch, 0 on padding; grad if enabled. With
+        ``entropy``, the full-vocabulary entropy at each position instead (no grad)."""
         chunk, width = self.logprob_chunk, max(1, max(len(c) for c in completions))
         if chunk and self.zero_stage == 3:
             # ZeRO-3 gathers the head's weight (a collective) at each call of it: every rank must
@@ -165,7 +169,8 @@ class DeepSpeedTrainer:
             "logits_to_keep": width + 1,
         }
         if not chunked:
-            return token_logp(engine(**inputs).logits[:, :-1], target) * mask
+            logits = engine(**inputs).logits[:, :-1]
+            return (token_entropy(logits) if entropy else token_logp(logits, target)) * mask
         # The forward still goes through ``engine``, with the head swapped for the identity (its
         # "logits" are then the last hidden states, (b, T + 1, H)): DeepSpeed hooks its backward
         # prologue on the engine's outputs and ZeRO-3 resets its parameter trace there; calling the
@@ -183,7 +188,7 @@ class DeepSpeedTrainer:
             if torch.is_grad_enabled():  # the chunk's logits are freed now and recomputed in backward
                 parts.append(checkpoint(head_logp, *args, use_reentrant=False))
             else:
-                parts.append(head_logp(*args))
+                parts.append((head_entropy if entropy else head_logp)(*args))
         return torch.cat(parts, dim=1) * mask
 
     def _plan(self, batch: StepBatch, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -206,6 +211,21 @@ class DeepSpeedTrainer:
     def logprobs(self, batch: StepBatch, reference: bool = False) -> torch.Tensor:
         """log π(o_{i,t} | q_i, o_{i,<t}) (N, T) on the CPU, 0 on right padding, T the longest
         completion of ``batch``; the frozen initial model when ``reference``."""
+        return self._scores(batch, reference, entropy=False)
+
+    @torch.no_grad()
+    def entropies(self, batch: StepBatch) -> torch.Tensor:
+        """H_t = −Σ_v π(v | q_i, o_{i,<t}) log π(v | q_i, o_{i,<t}) (N, T) on the CPU, 0 on right
+        padding: the entropy of the distribution each completion token was drawn from (untempered,
+        verl's ``entropys`` at temperature 1)."""
+        return self._scores(batch, False, entropy=True)
+
+    def encode_prompt(self, turn: str, system: str | None = None) -> list[int]:
+        """The prompt ids of the user's ``turn`` in the model's chat format (``system``: its system
+        prompt; rlrun.engines.chat.encode_with_system)."""
+        return encode_with_system(self.spec.chat, self.tokenizer, turn, system)
+
+    def _scores(self, batch: StepBatch, reference: bool, entropy: bool) -> torch.Tensor:
         engine = self._reference_engine() if reference else self.engine
         moved = reference and self.reference_offload and self.zero_stage != 3 and dist.device().type != "cpu"
         if moved:  # trainer.reference_offload without ZeRO-3: on the device only while it scores
@@ -214,7 +234,7 @@ class DeepSpeedTrainer:
         out = torch.zeros(len(batch), width)
         try:
             for index in self._plan(batch):
-                logp = self._logp(engine, *self._rows(batch, index)).cpu()
+                logp = self._logp(engine, *self._rows(batch, index), entropy=entropy).cpu()
                 if len(index):
                     out[index, : min(width, logp.shape[1])] = logp[:, :width]
         finally:
