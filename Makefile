@@ -129,15 +129,17 @@ bench-trl: $(STAMP)
 	.venv-trl/bin/python scripts/bench_trl.py --max-new-tokens 160 --out outputs/bench/trl_h128_l2_cap160.json
 	.venv-trl/bin/python scripts/bench_trl.py --max-new-tokens 160 --kl --out outputs/bench/trl_h128_l2_kl_cap160.json
 
-## compare-embedded: the seven length methods on the built-in task from one warm start, as one Hydra
-## multirun (conf/experiment/compare/), then the table (compare.md/csv/json) and the Pareto plot
+## compare-embedded: the length methods on the built-in task from one warm start, each over COMPARE_SEEDS
+## seeds, as one Hydra multirun (conf/experiment/compare/), then the table (compare.md/csv/json: mean ± std
+## over the seeds), the plot with error bars (compare.png) and the Pareto plot of every run
 ifndef COMPARE_DIR
 COMPARE_DIR := outputs/compare-embedded/$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
-COMPARE_METHODS ?= grpo_correct grpo_kimi drpo gfpo lcpo laser_d grpo_budget
+COMPARE_METHODS ?= grpo_correct grpo_kimi drpo gfpo lcpo laser_d grpo_budget sar pear canon gspo
+COMPARE_SEEDS ?= 3
 comma := ,
 compare-embedded: $(STAMP)
-	$(BIN)/rlrun -m experiment=$(subst $(eval) ,$(comma),$(addprefix compare/,$(COMPARE_METHODS))) hydra.sweep.dir=$(COMPARE_DIR)
+	$(BIN)/rlrun -m experiment=$(subst $(eval) ,$(comma),$(addprefix compare/,$(COMPARE_METHODS))) seed=$(shell seq -s, 0 $$(($(COMPARE_SEEDS)-1))) hydra.sweep.dir=$(COMPARE_DIR)
 	$(BIN)/python scripts/compare_embedded.py $(COMPARE_DIR)
 	$(BIN)/rlrun-pareto $(COMPARE_DIR)
 
