@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.core.rewards import check_gate, gated
 from rlrun.types import StepBatch
 
 HAPO_SHAPES = ("cosine", "linear")
@@ -90,7 +91,9 @@ class HistoryLengthReward:
     """HAPO's reward (arXiv 2505.11225; code ``grpo_trainer.py::combined_reward_func``;
     ALGORITHMS.md 4.1.3):
 
-        r_i = c_i + w * r_len(L_i, h_q(i))        (``hapo_length_reward``)
+        r_i = c_i + w * r_len(L_i, h_q(i))        (``hapo_length_reward``; gate=all, the paper)
+        r_i = c_i + w * c_i * r_len(L_i, h_q(i))  (gate=correct: a wrong answer gets 0, not its
+                                                   never-positive r_len)
 
     ``h_q`` is the history of question ``q`` (keyed by ``Problem.uid``) **before** this call; after
     the rewards, every question with at least one correct completion in the call updates it:
@@ -110,7 +113,7 @@ class HistoryLengthReward:
     """
 
     def __init__(self, length_weight: float = 1.0, shape: str = "cosine", mode: str = "min",
-                 correct_floor: float = -0.7, tolerance: float = 0.1) -> None:
+                 correct_floor: float = -0.7, tolerance: float = 0.1, gate: str = "all") -> None:
         if shape not in HAPO_SHAPES:
             raise ValueError(f"HAPO shape must be one of {HAPO_SHAPES}, got {shape!r}")
         if mode not in HAPO_MODES:
@@ -124,6 +127,7 @@ class HistoryLengthReward:
             raise ValueError(f"tolerance={tolerance} must be >= 0")
         self.length_weight, self.shape, self.mode = float(length_weight), shape, mode
         self.correct_floor, self.tolerance = float(correct_floor), float(tolerance)
+        self.gate = check_gate(gate)
         self.history: dict[str, float] = {}
         self.counts: dict[str, int] = {}  # mean mode: correct completions seen per question
         self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
@@ -137,7 +141,7 @@ class HistoryLengthReward:
         r_len = hapo_length_reward(length_N, correct_N, history_N, self.shape, self.correct_floor,
                                    self.tolerance)
         self._update(uids, length_N.tolist(), (correct_N > 0).tolist())
-        return (correct_N + self.length_weight * r_len).to(torch.float32)
+        return (correct_N + self.length_weight * gated(r_len, correct_N, self.gate)).to(torch.float32)
 
     def _update(self, uids: list[str], lengths: list[float], correct: list[bool]) -> None:
         """Apply this call's history update: per question ``[min L, sum L, m]`` of its correct rows
@@ -186,7 +190,7 @@ class AdaptiveLengthPenalty:
     """A-DLP's reward (arXiv 2505.18298; code ``main_ppo.py::constrained_reward_fn`` and
     ``ray_trainer.py::fit``; ALGORITHMS.md 4.3.3), over the B*G completions of step ``t``:
 
-        R_j = I_j - lambda_t * L_j
+        R_j = I_j - lambda_t * L_j          (gate=all, the paper; gate=correct: I_j - I_j lambda_t L_j)
         acc_t = (1/(B G)) sum_j 1[I_j > 0]
         lambda_{t+1} = max(0, lambda_t + lr * (acc_t - acc_ref))
 
@@ -200,13 +204,13 @@ class AdaptiveLengthPenalty:
     """
 
     def __init__(self, lambda_init: float = 1e-3, lr: float = 1e-3, acc_ref: float = 0.62,
-                 count_eos: bool = False) -> None:
+                 count_eos: bool = False, gate: str = "all") -> None:
         if lambda_init < 0 or lr < 0:
             raise ValueError(f"lambda_init={lambda_init} and lr={lr} must be >= 0")
         if not 0.0 <= acc_ref <= 1.0:
             raise ValueError(f"acc_ref={acc_ref} must be in [0, 1]")
         self.lam, self.lr, self.acc_ref = float(lambda_init), float(lr), float(acc_ref)
-        self.count_eos = bool(count_eos)
+        self.count_eos, self.gate = bool(count_eos), check_gate(gate)
         self.pending_step: int | None = None
         self.pending_correct, self.pending_count = 0.0, 0.0
         self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
@@ -215,7 +219,7 @@ class AdaptiveLengthPenalty:
         if self.pending_step is not None and batch.step != self.pending_step:
             self._apply()
         correct_N = batch.correct_N.to(torch.float64)
-        reward_N = correct_N - self.lam * lengths_N(batch, self.count_eos)
+        reward_N = correct_N - gated(self.lam * lengths_N(batch, self.count_eos), correct_N, self.gate)
         sums = torch.tensor([float((correct_N > 0).sum()), float(len(correct_N))], dtype=torch.float64)
         sums = self.collectives.reduce_sum(sums)
         self.pending_step = batch.step
@@ -278,8 +282,10 @@ class FormatLengthReward:
 
     It reads ``verdicts.format_ok_N`` (the verifier's format check: for the paper a non-empty
     ``\\boxed{}`` whose content parses as mathematics) and the lengths, never ``correct_N`` nor the
-    gold answer. ``format_weight``: paper 1.0 (Eq. 5); released code 0.5 (its format part with the
-    Qwen-Math template, where the ``<think>`` check never fires; that check is not implemented).
+    gold answer. It has therefore no correctness ``gate`` (the length terms' ``correct|all``): a
+    reward without gold answers cannot gate on correctness. ``format_weight``: paper 1.0 (Eq. 5);
+    released code 0.5 (its format part with the Qwen-Math template, where the ``<think>`` check never
+    fires; that check is not implemented).
     ``max_tokens`` = L_max; None uses each completion's generation cap (``budget_tokens_N``), as the
     paper's L_max = max response length. ``clip_unformatted=False`` gives a format-wrong completion
     R_l unclipped (the paper's "clipping disabled" ablation, as rlrun reads it).

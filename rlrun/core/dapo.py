@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from rlrun.core.rewards import CorrectReward
+from rlrun.core.rewards import CorrectReward, check_gate, gated
 from rlrun.types import StepBatch
 
 FILTER_METRICS = ("acc", "reward")
@@ -146,18 +146,20 @@ class OverlongSoftPunishment:
     ``soft_overlong_penalty``). L_max is each completion's generation cap (``budget_tokens_N``, what
     the curriculum gave the engine), L_cache = ``cache_tokens`` (paper 4096 with L_max 20480).
     ``|y|`` counts the sampled tokens **including EOS** (verl's attention-mask length,
-    ALGORITHMS.md 1.4.3), so a truncated completion has ``|y| = L_max`` and gets -1. The term's
-    weight is verl's ``overlong_buffer.penalty_factor`` (1.0).
+    ALGORITHMS.md 1.4.3; ``sampled_tokens_N``, the thinking span under ``length.span=thinking``), so a
+    truncated completion has ``|y| = L_max`` and gets -1. The term's weight is verl's
+    ``overlong_buffer.penalty_factor`` (1.0). ``gate``: ``all`` (the paper: every answer) or ``correct``
+    (a wrong answer gets 0).
 
     Raises ValueError when a cap is not larger than ``cache_tokens`` (the "expected maximum length"
     L_max - L_cache would be <= 0 and every completion punished).
     Shapes: ``batch`` with N completions -> (N,) float32 in [-1, 0].
     """
 
-    def __init__(self, cache_tokens: int) -> None:
+    def __init__(self, cache_tokens: int, gate: str = "all") -> None:
         if isinstance(cache_tokens, bool) or not isinstance(cache_tokens, int) or cache_tokens < 1:
             raise ValueError(f"cache_tokens must be an int >= 1 (L_cache in tokens), got {cache_tokens!r}")
-        self.cache_tokens = cache_tokens
+        self.cache_tokens, self.gate = cache_tokens, check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         rollouts = batch
@@ -166,5 +168,5 @@ class OverlongSoftPunishment:
             raise ValueError(
                 f"overlong_soft: cache_tokens={self.cache_tokens} must be smaller than the generation "
                 f"cap (smallest {int(max_N.min())}); set reward.terms.overlong_soft.fn.cache_tokens")
-        length_N = torch.tensor([len(ids) for ids in rollouts.completion_ids], dtype=torch.long)
-        return soft_overlong_penalty(length_N, max_N, self.cache_tokens)
+        penalty_N = soft_overlong_penalty(rollouts.sampled_tokens_N, max_N, self.cache_tokens)
+        return gated(penalty_N, batch.correct_N, self.gate)

@@ -24,6 +24,7 @@ import torch
 
 from rlrun.core.advantages import GroupCentered
 from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.core.rewards import check_gate, gated
 from rlrun.types import StepBatch
 
 STD_KINDS = ("sample", "population")
@@ -37,24 +38,26 @@ class TruncationReward:
     ALGORITHMS.md 1.5.3): ``R'_i = correct_i`` if the completion finished within the generation cap,
     else ``truncated_coef * correct_i``:
 
-        R'_i = correct_i * (truncated_coef if truncated_i else 1).
+        R'_i = correct_i * s_i,   s_i = truncated_coef if truncated_i else 1     (gate=correct, the paper)
+        R'_i = correct_i + (s_i − 1)                                        (gate=all)
 
-    Paper: ``truncated_coef = 0`` (reward 0 beyond the limit L_T = the generation cap, 4000).
+    (``correct + gated(s − 1)``, ``rlrun.core.rewards.gated``: with ``all`` a wrong truncated completion
+    gets ``truncated_coef − 1``, −1 with the paper's 0.) Paper: ``truncated_coef = 0`` (reward 0 beyond the limit L_T = the generation cap, 4000).
     Released code (``stop_properly_penalty.penalty_coef``): 0.1. The code grades the cut text, so a
     truncated completion counts as correct only if its answer survived the cut; rlrun's verifier
     does the same with ``correct_N``.
     Shapes: ``correct_N``, ``truncated_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, truncated_coef: float = 0.0) -> None:
+    def __init__(self, truncated_coef: float = 0.0, gate: str = "correct") -> None:
         if not 0.0 <= truncated_coef <= 1.0:
             raise ValueError(f"truncated_coef must be in [0, 1], got {truncated_coef}")
-        self.truncated_coef = float(truncated_coef)
+        self.truncated_coef, self.gate = float(truncated_coef), check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
-        correct_N = batch.correct_N.to(torch.float32)
-        scale_N = torch.where(batch.truncated_N.bool(), self.truncated_coef, 1.0)
-        return correct_N * scale_N
+        correct_N = batch.correct_N.to(torch.float64)
+        scale_N = torch.where(batch.truncated_N.bool(), self.truncated_coef, 1.0).to(torch.float64)
+        return (correct_N + gated(scale_N - 1.0, correct_N, self.gate)).to(torch.float32)
 
 
 def tier_limits(ratio_N: torch.Tensor, ratio_bounds: Sequence[float], limits_tokens: Sequence[int]) -> torch.Tensor:
@@ -73,21 +76,26 @@ class DifficultyAwareTruncationReward:
     ALGORITHMS.md 1.5.3): the truncation reward with a per-question limit chosen from the correctness
     ratio ``p = #correct / n`` of the question's completions **in this step** (``tier_limits``):
 
-        R'_i = correct_i * [not truncated_i] * [|o_i| <= limit(p_{g(i)})],
+        R'_i = correct_i * fits_i,   fits_i = [not truncated_i] * [|o_i| <= limit(p_{g(i)})]   (gate=correct)
+        R'_i = correct_i + (fits_i − 1)                                                  (gate=all)
 
-    ``|o_i|`` = sampled tokens including EOS: the completion fits in ``limit`` iff an engine capped
+    (``gate=correct`` is the paper's; ``all`` gives a wrong answer that does not fit −1.)
+    ``|o_i|`` = sampled tokens including EOS (``sampled_tokens_N``: the thinking span under
+    ``length.span=thinking``): the completion fits in ``limit`` iff an engine capped
     at ``limit`` tokens would have finished it. The paper gives no rule for the boundary: rlrun
     puts ``p = 0.5`` in the upper tier (shorter limit), ALGORITHMS.md 1.5.3.
     Shapes: ``batch`` / ``batch`` with N completions -> (N,) float32.
     """
 
-    def __init__(self, ratio_bounds: Sequence[float] = (0.5,), limits_tokens: Sequence[int] = (4000, 2000)) -> None:
+    def __init__(self, ratio_bounds: Sequence[float] = (0.5,), limits_tokens: Sequence[int] = (4000, 2000),
+                 gate: str = "correct") -> None:
         bounds, limits = list(ratio_bounds), list(limits_tokens)
         if not bounds or any(not 0.0 < b <= 1.0 for b in bounds) or bounds != sorted(set(bounds)):
             raise ValueError(f"ratio_bounds must be increasing values in (0, 1], got {bounds}")
         if len(limits) != len(bounds) + 1 or any(int(x) != x or x < 1 for x in limits):
             raise ValueError(f"limits_tokens needs {len(bounds) + 1} ints >= 1 (one per tier), got {limits}")
         self.ratio_bounds, self.limits_tokens = [float(b) for b in bounds], [int(x) for x in limits]
+        self.gate = check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         rollouts, correct_N = batch, batch.correct_N.to(torch.float64)
@@ -96,9 +104,8 @@ class DifficultyAwareTruncationReward:
         zeros_G = torch.zeros(n_groups, dtype=torch.float64)
         ratio_G = zeros_G.index_add(0, index_N, correct_N) / zeros_G.index_add(0, index_N, torch.ones_like(correct_N))
         limit_N = tier_limits(ratio_G[index_N], self.ratio_bounds, self.limits_tokens)
-        length_N = torch.tensor([len(ids) for ids in rollouts.completion_ids], dtype=torch.long)
-        fits_N = ~rollouts.truncated_N.bool() & (length_N <= limit_N)
-        return (correct_N * fits_N).to(torch.float32)
+        fits_N = (~rollouts.truncated_N.bool() & (rollouts.sampled_tokens_N <= limit_N)).to(torch.float64)
+        return (correct_N + gated(fits_N - 1.0, correct_N, self.gate)).to(torch.float32)
 
 
 def _sums(values_N: torch.Tensor, weight_N: torch.Tensor, collectives: Collectives) -> tuple[float, float, float]:

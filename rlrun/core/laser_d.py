@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from rlrun.core.laser import CORRECT, WRONG, base_score, sampled_lengths
+from rlrun.core.laser import CORRECT, WRONG, base_score, bonus_rows, sampled_lengths
+from rlrun.core.rewards import check_gate
 from rlrun.types import StepBatch
 
 BUCKETS = ("low", "medium", "high")  # hard, medium, easy
@@ -176,7 +177,8 @@ class LaserTargets:
 class LaserD:
     """LASER-D (paper Sec. 4, Eq. 3; code ``compute_length_reward_larse_d``; ALGORITHMS.md 3.2.3):
 
-        r_i = R_i + alpha · 1[R_i = 1] · 1[len_i ≤ L_A(bucket of i's group)]
+        r_i = R_i + alpha · 1[R_i = 1] · 1[len_i ≤ L_A(bucket of i's group)]   (gate=correct, the paper)
+        r_i = R_i + alpha · 1[len_i ≤ L_A(bucket of i's group)]               (gate=all)
 
     buckets by :func:`training_buckets`, ``L_A`` from ``targets`` (:class:`LaserTargets`) with the
     batch's longest response as fallback (rank-local here; the whole batch in verl).
@@ -188,7 +190,7 @@ class LaserD:
     """
 
     def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "data",
-                 monitor_every: int = 20, monitor_problems: int = 500) -> None:
+                 monitor_every: int = 20, monitor_problems: int = 500, gate: str = "correct") -> None:
         if monitor not in MONITORS:
             raise ValueError(f"monitor={monitor!r}; valid: {', '.join(MONITORS)}")
         if monitor_every < 1:
@@ -198,6 +200,7 @@ class LaserD:
         self.monitor_problems = monitor_problems
         self.targets = targets if targets is not None else LaserTargets()
         self.alpha, self.monitor, self.monitor_every = float(alpha), monitor, monitor_every
+        self.gate = check_gate(gate)
         self.last_targets: dict[str, int] = {}
 
     def observe_monitor(self, correct_N: torch.Tensor, length_N: torch.Tensor, group_N: torch.Tensor,
@@ -226,7 +229,7 @@ class LaserD:
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         score_N, length_N, target_N = self.bucket_targets(batch)
-        return score_N + self.alpha * ((score_N == CORRECT) & (length_N <= target_N)).float()
+        return score_N + self.alpha * (bonus_rows(score_N, self.gate) & (length_N <= target_N)).float()
 
     def metrics(self) -> dict[str, float]:
         out = {f"laser/target_{d}_tokens": float(t) for d, t in self.last_targets.items()}
@@ -247,14 +250,17 @@ class LaserDE(LaserD):
         R_i = −0.5:  r_i = −0.5 + alpha · 1[len_i > L_A] · (1 − repetitive(y_i))
         R_i = −1:    r_i = −1
 
-    ``repetition="detect"``: :func:`repetition_start` on the token ids (what the code intends);
+    ``gate=all`` is that (the paper: wrong answers have a length term, the exploration bonus);
+    ``gate=correct`` drops the exploration bonus (a wrong answer gets R_i = −0.5 whatever its length:
+    LASER-D). ``repetition="detect"``: :func:`repetition_start` on the token ids (what the code intends);
     ``"as_released"``: never repetitive (the released detector gets a tensor and never fires,
     pitfall 6). Same state and monitor as :class:`LaserD`.
     """
 
     def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "data",
-                 monitor_every: int = 20, monitor_problems: int = 500, repetition: str = "detect") -> None:
-        super().__init__(targets, alpha, monitor, monitor_every, monitor_problems)
+                 monitor_every: int = 20, monitor_problems: int = 500, repetition: str = "detect",
+                 gate: str = "all") -> None:
+        super().__init__(targets, alpha, monitor, monitor_every, monitor_problems, gate)
         if repetition not in REPETITION:
             raise ValueError(f"repetition={repetition!r}; valid: {', '.join(REPETITION)}")
         self.repetition = repetition
@@ -263,6 +269,8 @@ class LaserDE(LaserD):
         score_N, length_N, target_N = self.bucket_targets(batch)
         bonus_N = ((score_N == CORRECT) & (length_N <= target_N)).float()
         explore_N = (score_N == WRONG) & (length_N > target_N)
+        if self.gate == "correct":  # no length term for wrong answers: no exploration bonus
+            explore_N = torch.zeros_like(explore_N)
         if self.repetition == "detect":
             ids = batch.completion_ids
             for i in explore_N.nonzero().squeeze(1).tolist():

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from rlrun.core.prompt_text import append_line
+from rlrun.core.rewards import check_gate, gated
 from rlrun.types import Problem, StepBatch
 
 EXACT, MAX, NONE = "exact", "max", "none"
@@ -210,19 +211,23 @@ def _inputs(batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def exact_reward(correct_N: torch.Tensor, length_N: torch.Tensor, target_N: torch.Tensor,
-                 alpha: float) -> torch.Tensor:
-    """LCPO-Exact, Eq. 1 of arXiv 2503.04697: ``r = 1[y = y_gold] − α·|n_gold − n_y|``.
+                 alpha: float, gate: str = "all") -> torch.Tensor:
+    """LCPO-Exact, Eq. 1 of arXiv 2503.04697: ``r = 1[y = y_gold] − α·|n_gold − n_y|`` (``gate=all``,
+    the paper); ``gate=correct``: ``r = 1[y = y_gold]·(1 − α·|n_gold − n_y|)``, a wrong answer 0.
     Unbounded below; a correct answer far off target can score below a wrong one on target.
     Shapes: three (N,) tensors -> (N,) in their dtype."""
-    return correct_N - alpha * (target_N - length_N).abs()
+    return correct_N - gated(alpha * (target_N - length_N).abs(), correct_N, gate)
 
 
 def max_reward(correct_N: torch.Tensor, length_N: torch.Tensor, target_N: torch.Tensor,
-               alpha: float, delta: float) -> torch.Tensor:
-    """LCPO-Max, Eq. 2 of arXiv 2503.04697: ``r = 1[y = y_gold] · clip(α·(n_gold − n_y) + δ, 0, 1)``.
-    Wrong answers get 0; a correct one gets δ at ``n = n_gold``, 1 at ``n <= n_gold − (1−δ)/α``, 0 at
-    ``n >= n_gold + δ/α``. Shapes: three (N,) tensors -> (N,) in their dtype."""
-    return correct_N * (alpha * (target_N - length_N) + delta).clamp(0.0, 1.0)
+               alpha: float, delta: float, gate: str = "correct") -> torch.Tensor:
+    """LCPO-Max, Eq. 2 of arXiv 2503.04697: ``r = 1[y = y_gold] · f``, ``f = clip(α·(n_gold − n_y) + δ,
+    0, 1)`` (``gate=correct``, the paper); ``gate=all``: ``r = 1[y = y_gold] + (f − 1)``, a wrong answer
+    ``f − 1`` (0 well within the budget, −1 far beyond). A correct answer gets δ at ``n = n_gold``, 1
+    at ``n <= n_gold − (1−δ)/α``, 0 at ``n >= n_gold + δ/α``. Shapes: three (N,) tensors -> (N,) in
+    their dtype."""
+    factor_N = (alpha * (target_N - length_N) + delta).clamp(0.0, 1.0)
+    return correct_N + gated(factor_N - 1.0, correct_N, gate)
 
 
 class L1Exact:
@@ -231,14 +236,15 @@ class L1Exact:
 
     ``alpha`` 0.0003 is the paper's (Sec. 4) and the HEAD script's; the first release, which trained
     the L1-Exact checkpoint, used 1/3000 (ALGORITHMS.md 3.1.3-3.1.4). A Max prompt is an error: Eq. 1
-    would ignore "maximum"; use :class:`L1Max`.
+    would ignore "maximum"; use :class:`L1Max`. ``gate``: ``all`` (Eq. 1: wrong answers pay for
+    their distance too) or ``correct`` (a wrong answer gets 0).
     Shapes: ``batch.correct_N``, ``batch.length_tokens_N`` (N,) -> (N,) float32.
     """
 
     requires = ("target_length",)  # RequiresPromptFacts: build_run checks at start that prompts carry targets
 
-    def __init__(self, alpha: float = 0.0003) -> None:
-        self.alpha = _check_alpha("alpha", alpha)
+    def __init__(self, alpha: float = 0.0003, gate: str = "all") -> None:
+        self.alpha, self.gate = _check_alpha("alpha", alpha), check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         target_N, modes = _targets(batch)
@@ -247,8 +253,8 @@ class L1Exact:
                              "targets are scored by reward=l1_max")
         correct_N, length_N = _inputs(batch)
         has_target_N = torch.tensor([m == EXACT for m in modes], dtype=torch.bool)
-        reward_N = torch.where(has_target_N, exact_reward(correct_N, length_N, target_N, self.alpha),
-                               correct_N)
+        exact_N = exact_reward(correct_N, length_N, target_N, self.alpha, self.gate)
+        reward_N = torch.where(has_target_N, exact_N, correct_N)
         return reward_N.to(torch.float32)
 
 
@@ -264,19 +270,23 @@ class L1Max:
     Defaults: ``max_alpha`` 0.001 and ``delta`` 0.5 are the first release's Max reward
     ``(clip((N − n)/500, −1, 1) + 1)/2`` (the paper gives no α for Eq. 2; HEAD's config amounts to
     0.005, LASER's L1-Max baseline says 0.01). ``exact_alpha`` 0.0003 is the paper's Eq. 1 value
-    (the first release used 1/3000: ``exact_alpha=0.000333333``).
+    (the first release used 1/3000: ``exact_alpha=0.000333333``). Gates: ``gate`` for the Max prompts
+    (``correct``, Eq. 2's product; ``all``: :func:`max_reward`), ``exact_gate`` for the Exact prompts
+    (``all``, Eq. 1; ``correct``: :func:`exact_reward`).
     Shapes: ``batch.correct_N``, ``batch.length_tokens_N`` (N,) -> (N,) float32.
     """
 
     requires = ("target_length",)
 
-    def __init__(self, max_alpha: float = 0.001, delta: float = 0.5, exact_alpha: float = 0.0003) -> None:
+    def __init__(self, max_alpha: float = 0.001, delta: float = 0.5, exact_alpha: float = 0.0003,
+                 gate: str = "correct", exact_gate: str = "all") -> None:
         self.max_alpha = _check_alpha("max_alpha", max_alpha)
         self.exact_alpha = _check_alpha("exact_alpha", exact_alpha)
         if isinstance(delta, bool) or not 0.0 <= float(delta) <= 1.0:
             raise ValueError(f"delta={delta!r} must be in [0, 1] (the reward of a correct answer "
                              "exactly at the budget; paper 0.5)")
         self.delta = float(delta)
+        self.gate, self.exact_gate = check_gate(gate), check_gate(exact_gate, "exact_gate")
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         target_N, modes = _targets(batch)
@@ -284,8 +294,8 @@ class L1Max:
         is_max_N = torch.tensor([m == MAX for m in modes], dtype=torch.bool)
         is_exact_N = torch.tensor([m == EXACT for m in modes], dtype=torch.bool)
         reward_N = torch.where(
-            is_max_N, max_reward(correct_N, length_N, target_N, self.max_alpha, self.delta),
-            torch.where(is_exact_N, exact_reward(correct_N, length_N, target_N, self.exact_alpha),
-                        correct_N),
+            is_max_N, max_reward(correct_N, length_N, target_N, self.max_alpha, self.delta, self.gate),
+            torch.where(is_exact_N, exact_reward(correct_N, length_N, target_N, self.exact_alpha,
+                                                 self.exact_gate), correct_N),
         )
         return reward_N.to(torch.float32)

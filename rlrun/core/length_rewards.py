@@ -27,6 +27,7 @@ import math
 import torch
 
 from rlrun.core.collectives import LOCAL, Collectives
+from rlrun.core.rewards import check_gate, gated
 from rlrun.types import StepBatch
 
 EXCEED_RULES = ("truncated", "repo", "none")
@@ -54,7 +55,8 @@ class KimiLengthReward:
     group of the k completions of a problem, min/max over all of them (correct and wrong):
 
         λ_i = 0.5 − (len_i − min_len) / (max_len − min_len)     (0 for all if max_len = min_len)
-        len_reward_i = λ_i if correct_i else min(0, λ_i)
+        len_reward_i = λ_i if correct_i else min(0, λ_i)         (gate=all, the paper)
+        len_reward_i = λ_i if correct_i else 0                   (gate=correct)
 
     Range [−0.5, 0.5]. A pure length term: Kimi's reward is ``correct + w · len_reward``
     (``reward=[correct,kimi]``, w = the term's weight; paper value not found, Laser's 0.4). Warm-up
@@ -64,10 +66,10 @@ class KimiLengthReward:
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, warmup_steps: int = 0) -> None:
+    def __init__(self, warmup_steps: int = 0, gate: str = "all") -> None:
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
-        self.warmup_steps = warmup_steps
+        self.warmup_steps, self.gate = warmup_steps, check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         rollouts = batch
@@ -81,7 +83,7 @@ class KimiLengthReward:
         spread_N = span_N > 0
         lam_N = torch.where(spread_N, 0.5 - (length_N - lo_G[index_N]) / torch.where(spread_N, span_N, 1.0), 0.0)
         correct_N = batch.correct_N.bool()
-        return torch.where(correct_N, lam_N, lam_N.clamp(max=0.0)).to(torch.float32)
+        return gated(torch.where(correct_N, lam_N, lam_N.clamp(max=0.0)), correct_N, self.gate).to(torch.float32)
 
 
 class CosineReward:
@@ -92,6 +94,10 @@ class CosineReward:
         R = r_L + ½ (r_0 − r_L) (1 + cos(π p))       r_0, r_L = (r0_correct, rL_correct) if correct
                                                      else (r0_wrong, rL_wrong)
         R = r_exceed                                  if the completion exceeded the cap (replaces R)
+
+    ``gate``: ``all`` (the paper) scales wrong answers along their cosine too; ``correct`` gives a wrong
+    answer ``rL_wrong`` whatever its length (its length part ``½ (r_0 − r_L)(1 + cos(π p))`` is 0),
+    the exceed rule still applying to every completion (it is the cap's, not the shaping's).
 
     Exceeded (``exceed_rule``): ``"truncated"`` (rlrun default) the engine's truncated flag;
     ``"repo"`` the released code's ``L + margin_tokens >= L_max`` (margin 16); ``"none"`` never (TRL:
@@ -105,7 +111,8 @@ class CosineReward:
 
     def __init__(self, r0_correct: float = 2.0, rL_correct: float = 1.0, r0_wrong: float = -10.0,
                  rL_wrong: float = 0.0, r_exceed: float = -10.0, max_len_tokens: int | None = None,
-                 exceed_rule: str = "truncated", margin_tokens: int = 16, count_eos: bool = False) -> None:
+                 exceed_rule: str = "truncated", margin_tokens: int = 16, count_eos: bool = False,
+                 gate: str = "all") -> None:
         if exceed_rule not in EXCEED_RULES:
             raise ValueError(f"unknown exceed_rule {exceed_rule!r}; choose one of {', '.join(EXCEED_RULES)}")
         if max_len_tokens is not None and (isinstance(max_len_tokens, bool) or int(max_len_tokens) != max_len_tokens
@@ -117,7 +124,7 @@ class CosineReward:
         self.wrong_ends = (float(r0_wrong), float(rL_wrong))
         self.r_exceed, self.exceed_rule, self.margin_tokens = float(r_exceed), exceed_rule, int(margin_tokens)
         self.max_len_tokens = None if max_len_tokens is None else int(max_len_tokens)
-        self.count_eos = bool(count_eos)
+        self.count_eos, self.gate = bool(count_eos), check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         rollouts = batch
@@ -130,7 +137,8 @@ class CosineReward:
         correct_N = batch.correct_N.bool()
         r0_N = torch.where(correct_N, self.correct_ends[0], self.wrong_ends[0])
         rL_N = torch.where(correct_N, self.correct_ends[1], self.wrong_ends[1])
-        reward_N = rL_N + 0.5 * (r0_N - rL_N) * (1.0 + torch.cos(math.pi * progress_N))
+        shaped_N = 0.5 * (r0_N - rL_N) * (1.0 + torch.cos(math.pi * progress_N))
+        reward_N = rL_N + gated(shaped_N, correct_N, self.gate)
         if self.exceed_rule == "truncated":
             exceeded_N = rollouts.truncated_N.bool()
         elif self.exceed_rule == "repo":
@@ -181,7 +189,8 @@ class ShorterBetterReward:
     ALGORITHMS.md 4.2.3), per group of a question:
 
         SOL = min{ ℓ_j : I_j = 1 }   if any completion is correct, else mean_j ℓ_j
-        r_j = α · I_j − β · |ℓ_j − SOL|
+        r_j = α · I_j − β · |ℓ_j − SOL|                  (gate=all, the paper)
+        r_j = α · I_j − β · I_j · |ℓ_j − SOL|            (gate=correct: a wrong answer gets 0)
 
     Two-sided, unclipped. Holds correctness: use alone (``reward=shorter_better``) with GRPO.
     α 2.0, β 0.001 (released code; the paper also releases α = 1). ``ℓ`` = ``length_tokens_N``;
@@ -190,10 +199,12 @@ class ShorterBetterReward:
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, alpha: float = 2.0, beta: float = 0.001, count_eos: bool = False) -> None:
+    def __init__(self, alpha: float = 2.0, beta: float = 0.001, count_eos: bool = False,
+                 gate: str = "all") -> None:
         if not beta >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.alpha, self.beta, self.count_eos = float(alpha), float(beta), bool(count_eos)
+        self.gate = check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         length_N = _lengths(batch, self.count_eos)
@@ -205,7 +216,8 @@ class ShorterBetterReward:
             0, index_N, torch.where(correct_N > 0, length_N, math.inf), "amin")
         mean_G = _group_sum(length_N, index_N, n_groups) / _group_sum(torch.ones_like(length_N), index_N, n_groups)
         sol_G = torch.where(torch.isfinite(shortest_G), shortest_G, mean_G)
-        reward_N = self.alpha * correct_N - self.beta * (length_N - sol_G[index_N]).abs()
+        distance_N = self.beta * (length_N - sol_G[index_N]).abs()
+        reward_N = self.alpha * correct_N - gated(distance_N, correct_N, self.gate)
         return reward_N.to(torch.float32)
 
 
@@ -220,6 +232,10 @@ class GrpoLambdaReward:
         k ∈ S:  r_k^i = 1 − α · σ((L_k^i − mean_c(L_k)) / std_c(L_k))  if correct, else 0
         k ∉ S:  r_k^i = correct
 
+    ``gate=correct`` is that (the paper); ``gate=all`` also gives a wrong answer of a selected group its
+    penalty, ``r = −α · σ(z)`` with z against the group's correct completions (``correct + gated(−α σ(z))``;
+    a selected group without a correct completion has z = 0).
+
     mean_c, std_c over the **correct** completions of group k, population std; std 0 (one correct
     completion, or equal lengths) gives z = 0, r = 1 − α/2 (rlrun choices where the sources are
     silent, ALGORITHMS.md 1.8.3). λ·B is rounded down by 1e-9 before the ceiling so that e.g.
@@ -233,12 +249,12 @@ class GrpoLambdaReward:
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, top_lambda: float = 0.2, alpha: float = 0.6) -> None:
+    def __init__(self, top_lambda: float = 0.2, alpha: float = 0.6, gate: str = "correct") -> None:
         if not 0.0 <= top_lambda <= 1.0:
             raise ValueError(f"top_lambda must be in [0, 1], got {top_lambda}")
         if not alpha >= 0.0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
-        self.top_lambda, self.alpha = float(top_lambda), float(alpha)
+        self.top_lambda, self.alpha, self.gate = float(top_lambda), float(alpha), check_gate(gate)
         self.collectives: Collectives = LOCAL  # UsesCollectives: the run's, set before the first step
 
     def selected_G(self, acc_G: torch.Tensor) -> torch.Tensor:
@@ -263,5 +279,5 @@ class GrpoLambdaReward:
         sq_G = _group_sum(correct_N * (length_N - mean_G[index_N]) ** 2, index_N, n_groups)
         std_N = torch.sqrt(sq_G / n_correct_G.clamp(min=1.0))[index_N]
         z_N = torch.where(std_N > 0, (length_N - mean_G[index_N]) / torch.where(std_N > 0, std_N, 1.0), 0.0)
-        penalised_N = correct_N * (1.0 - self.alpha * torch.sigmoid(z_N))
+        penalised_N = correct_N + gated(-self.alpha * torch.sigmoid(z_N), correct_N, self.gate)
         return torch.where(selected_N, penalised_N, correct_N).to(torch.float32)

@@ -19,6 +19,7 @@ from rlrun.types import HasMetrics, HasParts, NeedsMonitor, Scored, Stateful, St
 
 Term = Callable[[StepBatch], torch.Tensor]
 PROBE_BUDGET_S = 5.0  # the most time spent re-running a failed term on single completions
+GATES = ("correct", "all")  # which answers a length term applies to (``gate`` of the length terms)
 
 
 class RewardError(RuntimeError):
@@ -171,3 +172,27 @@ class FormatReward:
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
         return batch.format_ok_N.to(torch.float32)
+
+
+def check_gate(gate: str, key: str = "gate") -> str:
+    """``gate`` if it is one of :data:`GATES`, else a one-line ValueError naming it and the valid ones."""
+    if gate not in GATES:
+        raise ValueError(f"{key}={gate!r} is not a gate; valid: {', '.join(GATES)}")
+    return gate
+
+
+def gated(length_N: torch.Tensor, correct_N: torch.Tensor, gate: str) -> torch.Tensor:
+    """A length term's part under its correctness gate (docs/rewards-and-curricula.md, "Which answers
+    a length term applies to"): ``all`` keeps ``length_N`` for every completion, ``correct`` keeps it
+    for the correct ones and gives the wrong ones 0:
+
+        gated_i = length_i                      gate = all
+                = length_i if correct_i else 0  gate = correct
+
+    A term whose value is ``correct · f`` (a length factor that zeroes wrong answers: DLER, L1-Max,
+    GRPO-λ) writes it ``correct + gated(f − 1)``: ``correct`` is the paper's product, ``all`` gives a
+    wrong answer its ``f − 1`` too. Shapes: (N,), (N,) -> (N,) in ``length_N``'s dtype.
+    """
+    if gate == "all":
+        return length_N
+    return torch.where(correct_N.bool(), length_N, torch.zeros_like(length_N))
