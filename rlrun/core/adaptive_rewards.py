@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from rlrun.core.collectives import LOCAL, Collectives
-from rlrun.core.rewards import check_gate, gated
+from rlrun.core.rewards import Gate, check_gate, gated
 from rlrun.types import StepBatch
 
 HAPO_SHAPES = ("cosine", "linear")
@@ -113,7 +113,7 @@ class HistoryLengthReward:
     """
 
     def __init__(self, length_weight: float = 1.0, shape: str = "cosine", mode: str = "min",
-                 correct_floor: float = -0.7, tolerance: float = 0.1, gate: str = "all") -> None:
+                 correct_floor: float = -0.7, tolerance: float = 0.1, gate: Gate = "all") -> None:
         if shape not in HAPO_SHAPES:
             raise ValueError(f"HAPO shape must be one of {HAPO_SHAPES}, got {shape!r}")
         if mode not in HAPO_MODES:
@@ -204,7 +204,7 @@ class AdaptiveLengthPenalty:
     """
 
     def __init__(self, lambda_init: float = 1e-3, lr: float = 1e-3, acc_ref: float = 0.62,
-                 count_eos: bool = False, gate: str = "all") -> None:
+                 count_eos: bool = False, gate: Gate = "all") -> None:
         if lambda_init < 0 or lr < 0:
             raise ValueError(f"lambda_init={lambda_init} and lr={lr} must be >= 0")
         if not 0.0 <= acc_ref <= 1.0:

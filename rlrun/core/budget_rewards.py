@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from rlrun.core.rewards import check_gate, gated
+from rlrun.core.rewards import Gate, check_gate, gated
 from rlrun.types import StepBatch
 
 
@@ -50,7 +50,7 @@ class TriangularLengthReward:
 
     requires = ("stated_budget",)  # RequiresPromptFacts: a budget curriculum states it
 
-    def __init__(self, r_max: float = 1.0, band: bool = False, gate: str = "all") -> None:
+    def __init__(self, r_max: float = 1.0, band: bool = False, gate: Gate = "all") -> None:
         if not r_max > 0:
             raise ValueError(f"r_max={r_max} must be > 0")
         self.r_max, self.band, self.gate = float(r_max), bool(band), check_gate(gate)

@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from rlrun.core.rewards import CorrectReward, check_gate, gated
+from rlrun.core.rewards import CorrectReward, Gate, check_gate, gated
 from rlrun.types import StepBatch
 
 FILTER_METRICS = ("acc", "reward")
@@ -156,7 +156,7 @@ class OverlongSoftPunishment:
     Shapes: ``batch`` with N completions -> (N,) float32 in [-1, 0].
     """
 
-    def __init__(self, cache_tokens: int, gate: str = "all") -> None:
+    def __init__(self, cache_tokens: int, gate: Gate = "all") -> None:
         if isinstance(cache_tokens, bool) or not isinstance(cache_tokens, int) or cache_tokens < 1:
             raise ValueError(f"cache_tokens must be an int >= 1 (L_cache in tokens), got {cache_tokens!r}")
         self.cache_tokens, self.gate = cache_tokens, check_gate(gate)

@@ -24,7 +24,7 @@ import torch
 
 from rlrun.core.advantages import GroupCentered
 from rlrun.core.collectives import LOCAL, Collectives
-from rlrun.core.rewards import check_gate, gated
+from rlrun.core.rewards import Gate, check_gate, gated
 from rlrun.types import StepBatch
 
 STD_KINDS = ("sample", "population")
@@ -49,7 +49,7 @@ class TruncationReward:
     Shapes: ``correct_N``, ``truncated_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, truncated_coef: float = 0.0, gate: str = "correct") -> None:
+    def __init__(self, truncated_coef: float = 0.0, gate: Gate = "correct") -> None:
         if not 0.0 <= truncated_coef <= 1.0:
             raise ValueError(f"truncated_coef must be in [0, 1], got {truncated_coef}")
         self.truncated_coef, self.gate = float(truncated_coef), check_gate(gate)
@@ -88,7 +88,7 @@ class DifficultyAwareTruncationReward:
     """
 
     def __init__(self, ratio_bounds: Sequence[float] = (0.5,), limits_tokens: Sequence[int] = (4000, 2000),
-                 gate: str = "correct") -> None:
+                 gate: Gate = "correct") -> None:
         bounds, limits = list(ratio_bounds), list(limits_tokens)
         if not bounds or any(not 0.0 < b <= 1.0 for b in bounds) or bounds != sorted(set(bounds)):
             raise ValueError(f"ratio_bounds must be increasing values in (0, 1], got {bounds}")

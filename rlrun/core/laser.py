@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from rlrun.core.rewards import check_gate
+from rlrun.core.rewards import Gate, check_gate
 from rlrun.types import StepBatch
 
 CORRECT, WRONG, FORMAT_ERROR = 1.0, -0.5, -1.0
@@ -53,7 +53,7 @@ class Laser:
     Stateless. Shapes: StepBatch with N completions -> (N,) float32.
     """
 
-    def __init__(self, target_tokens: int = 4096, alpha: float = 0.5, gate: str = "correct") -> None:
+    def __init__(self, target_tokens: int = 4096, alpha: float = 0.5, gate: Gate = "correct") -> None:
         if isinstance(target_tokens, bool) or not isinstance(target_tokens, int) or target_tokens < 1:
             raise ValueError(f"target_tokens must be an int >= 1, got {target_tokens!r}")
         self.target_tokens, self.alpha, self.gate = target_tokens, float(alpha), check_gate(gate)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from rlrun.core.laser import CORRECT, WRONG, base_score, bonus_rows, sampled_lengths
-from rlrun.core.rewards import check_gate
+from rlrun.core.rewards import Gate, check_gate
 from rlrun.types import StepBatch
 
 BUCKETS = ("low", "medium", "high")  # hard, medium, easy
@@ -190,7 +190,7 @@ class LaserD:
     """
 
     def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "data",
-                 monitor_every: int = 20, monitor_problems: int = 500, gate: str = "correct") -> None:
+                 monitor_every: int = 20, monitor_problems: int = 500, gate: Gate = "correct") -> None:
         if monitor not in MONITORS:
             raise ValueError(f"monitor={monitor!r}; valid: {', '.join(MONITORS)}")
         if monitor_every < 1:
@@ -259,7 +259,7 @@ class LaserDE(LaserD):
 
     def __init__(self, targets: LaserTargets | None = None, alpha: float = 0.5, monitor: str = "data",
                  monitor_every: int = 20, monitor_problems: int = 500, repetition: str = "detect",
-                 gate: str = "all") -> None:
+                 gate: Gate = "all") -> None:
         super().__init__(targets, alpha, monitor, monitor_every, monitor_problems, gate)
         if repetition not in REPETITION:
             raise ValueError(f"repetition={repetition!r}; valid: {', '.join(REPETITION)}")

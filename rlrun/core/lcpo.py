@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from rlrun.core.prompt_text import append_line
-from rlrun.core.rewards import check_gate, gated
+from rlrun.core.rewards import Gate, check_gate, gated
 from rlrun.types import Problem, StepBatch
 
 EXACT, MAX, NONE = "exact", "max", "none"
@@ -211,7 +211,7 @@ def _inputs(batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def exact_reward(correct_N: torch.Tensor, length_N: torch.Tensor, target_N: torch.Tensor,
-                 alpha: float, gate: str = "all") -> torch.Tensor:
+                 alpha: float, gate: Gate = "all") -> torch.Tensor:
     """LCPO-Exact, Eq. 1 of arXiv 2503.04697: ``r = 1[y = y_gold] − α·|n_gold − n_y|`` (``gate=all``,
     the paper); ``gate=correct``: ``r = 1[y = y_gold]·(1 − α·|n_gold − n_y|)``, a wrong answer 0.
     Unbounded below; a correct answer far off target can score below a wrong one on target.
@@ -220,7 +220,7 @@ def exact_reward(correct_N: torch.Tensor, length_N: torch.Tensor, target_N: torc
 
 
 def max_reward(correct_N: torch.Tensor, length_N: torch.Tensor, target_N: torch.Tensor,
-               alpha: float, delta: float, gate: str = "correct") -> torch.Tensor:
+               alpha: float, delta: float, gate: Gate = "correct") -> torch.Tensor:
     """LCPO-Max, Eq. 2 of arXiv 2503.04697: ``r = 1[y = y_gold] · f``, ``f = clip(α·(n_gold − n_y) + δ,
     0, 1)`` (``gate=correct``, the paper); ``gate=all``: ``r = 1[y = y_gold] + (f − 1)``, a wrong answer
     ``f − 1`` (0 well within the budget, −1 far beyond). A correct answer gets δ at ``n = n_gold``, 1
@@ -243,7 +243,7 @@ class L1Exact:
 
     requires = ("target_length",)  # RequiresPromptFacts: build_run checks at start that prompts carry targets
 
-    def __init__(self, alpha: float = 0.0003, gate: str = "all") -> None:
+    def __init__(self, alpha: float = 0.0003, gate: Gate = "all") -> None:
         self.alpha, self.gate = _check_alpha("alpha", alpha), check_gate(gate)
 
     def __call__(self, batch: StepBatch) -> torch.Tensor:
@@ -279,7 +279,7 @@ class L1Max:
     requires = ("target_length",)
 
     def __init__(self, max_alpha: float = 0.001, delta: float = 0.5, exact_alpha: float = 0.0003,
-                 gate: str = "correct", exact_gate: str = "all") -> None:
+                 gate: Gate = "correct", exact_gate: Gate = "all") -> None:
         self.max_alpha = _check_alpha("max_alpha", max_alpha)
         self.exact_alpha = _check_alpha("exact_alpha", exact_alpha)
         if isinstance(delta, bool) or not 0.0 <= float(delta) <= 1.0:

@@ -27,7 +27,7 @@ import math
 import torch
 
 from rlrun.core.collectives import LOCAL, Collectives
-from rlrun.core.rewards import check_gate, gated
+from rlrun.core.rewards import Gate, check_gate, gated
 from rlrun.types import StepBatch
 
 EXCEED_RULES = ("truncated", "repo", "none")
@@ -66,7 +66,7 @@ class KimiLengthReward:
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, warmup_steps: int = 0, gate: str = "all") -> None:
+    def __init__(self, warmup_steps: int = 0, gate: Gate = "all") -> None:
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {warmup_steps!r}")
         self.warmup_steps, self.gate = warmup_steps, check_gate(gate)
@@ -112,7 +112,7 @@ class CosineReward:
     def __init__(self, r0_correct: float = 2.0, rL_correct: float = 1.0, r0_wrong: float = -10.0,
                  rL_wrong: float = 0.0, r_exceed: float = -10.0, max_len_tokens: int | None = None,
                  exceed_rule: str = "truncated", margin_tokens: int = 16, count_eos: bool = False,
-                 gate: str = "all") -> None:
+                 gate: Gate = "all") -> None:
         if exceed_rule not in EXCEED_RULES:
             raise ValueError(f"unknown exceed_rule {exceed_rule!r}; choose one of {', '.join(EXCEED_RULES)}")
         if max_len_tokens is not None and (isinstance(max_len_tokens, bool) or int(max_len_tokens) != max_len_tokens
@@ -200,7 +200,7 @@ class ShorterBetterReward:
     """
 
     def __init__(self, alpha: float = 2.0, beta: float = 0.001, count_eos: bool = False,
-                 gate: str = "all") -> None:
+                 gate: Gate = "all") -> None:
         if not beta >= 0.0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.alpha, self.beta, self.count_eos = float(alpha), float(beta), bool(count_eos)
@@ -249,7 +249,7 @@ class GrpoLambdaReward:
     Shapes: ``length_tokens_N``, ``group_N``, ``correct_N`` (N,) -> (N,) float32.
     """
 
-    def __init__(self, top_lambda: float = 0.2, alpha: float = 0.6, gate: str = "correct") -> None:
+    def __init__(self, top_lambda: float = 0.2, alpha: float = 0.6, gate: Gate = "correct") -> None:
         if not 0.0 <= top_lambda <= 1.0:
             raise ValueError(f"top_lambda must be in [0, 1], got {top_lambda}")
         if not alpha >= 0.0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 import torch
 
@@ -19,7 +19,8 @@ from rlrun.types import HasMetrics, HasParts, NeedsMonitor, Scored, Stateful, St
 
 Term = Callable[[StepBatch], torch.Tensor]
 PROBE_BUDGET_S = 5.0  # the most time spent re-running a failed term on single completions
-GATES = ("correct", "all")  # which answers a length term applies to (``gate`` of the length terms)
+Gate = Literal["correct", "all"]  # which answers a length term applies to (``gate`` of the length terms)
+GATES: tuple[str, ...] = get_args(Gate)
 
 
 class RewardError(RuntimeError):
