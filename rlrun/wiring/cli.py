@@ -73,12 +73,39 @@ def explain(exc: BaseException, overrides: list[str]) -> str:
             options = list(exc.options or config_groups().get(group, []))
             return (f"{group}={option} is not an option{suggest(option, options)}; "
                     f"valid {group} options: {', '.join(options) or 'none'}")
+    no_match = re.search(r"Could not override '([^']+)'\. No match in the defaults list", str(exc))
+    if no_match and "/" in no_match.group(1):
+        return no_nested_default(no_match.group(1), overrides)
     key = getattr(exc.__cause__, "full_key", None)
     if key and "not in struct" in str(exc.__cause__):
         return unknown_key(str(key), overrides)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith(("Config search path", "provider="))]
     return "; ".join(lines) or type(exc).__name__
+
+
+def no_nested_default(group: str, overrides: list[str]) -> str:
+    """A nested group's option (``algo/loss=gspo``) given with a parent option whose defaults list has
+    no such entry: ``algo=drpo``, whose loss is its own."""
+    from rlrun.wiring.config_check import options_with_nested
+
+    parent, _, name = group.rpartition("/")
+    given = next((o for o in overrides if o.startswith(f"{group}=")), group)
+    chosen = next((o for o in overrides if re.match(rf"^(override )?{re.escape(parent)}=", o)), None)
+    takers = options_with_nested(parent, name)
+    return (f"{given} does not combine with {chosen or 'the ' + parent + ' chosen'}: its {name} is its own, "
+            f"with no {group} option to replace; {group} options combine with {parent}={','.join(takers)}")
+
+
+def loss_option(arg: str) -> str:
+    """``algo.loss=<name>`` (a bare name, or a comma-separated sweep of names) spelt as Hydra selects an
+    option of the nested group ``algo/loss``: ``algo/loss=<name>`` (an unknown name then fails with
+    the list of loss options). Any other argument is unchanged: ``algo.loss.clip_high=0.3`` sets a key,
+    ``algo.loss=3`` or ``algo.loss=null`` stay values (and fail validation)."""
+    match = re.fullmatch(r"algo\.loss=([A-Za-z_]\w*(?:,[A-Za-z_]\w*)*)", arg)
+    if match is None or match.group(1) in ("null", "true", "false"):
+        return arg
+    return f"algo/loss={match.group(1)}"
 
 
 def unknown_key(key: str, overrides: list[str]) -> str:
@@ -277,8 +304,8 @@ def main() -> None:
     from rlrun.runtime.stopping import exit_early_on_signals
 
     exit_early_on_signals()
-    argv = [re.sub(r"^([+~]*)resume\.allow_changes(?==|$)", r"\1resume_allow_changes", a)
-            for a in launcher_args(sys.argv[1:])]  # the spelling the docs use for the config key
+    argv = [loss_option(re.sub(r"^([+~]*)resume\.allow_changes(?==|$)", r"\1resume_allow_changes", a))
+            for a in launcher_args(sys.argv[1:])]  # the spellings the docs use: a config key, a nested group
     sys.argv[1:] = argv
     run_dirs.dry = any(a.split("=")[0] in ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve")
                        for a in argv)

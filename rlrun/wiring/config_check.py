@@ -36,19 +36,59 @@ class ConfigError(ValueError):
 def config_groups() -> dict[str, list[str]]:
     """Every config group shipped in ``rlrun.conf`` and its options (yaml file names), sorted; an
     option in a sub-folder is named with its path, as Hydra selects it (``experiment=compare/drpo``).
+    A sub-folder that an option's defaults list names (``- loss: clipped`` in ``algo/grpo.yaml``) is a
+    nested group of its own, ``algo/loss``, chosen as ``algo/loss=<option>``, not options of ``algo``.
     ``hydra/`` is not one: it holds options of Hydra's own groups (``hydra/launcher=slurm``)."""
     root = importlib.resources.files("rlrun.conf")
     groups: dict[str, list[str]] = {}
     for entry in root.iterdir():
         if entry.is_dir() and not entry.name.startswith(("_", ".")) and entry.name != "hydra":
-            groups[entry.name] = sorted(_options(entry))
+            nested = nested_groups(entry)
+            groups[entry.name] = sorted(_options(entry, skip=nested))
+            for name in nested:
+                groups[f"{entry.name}/{name}"] = sorted(_options(entry / name))
     return dict(sorted(groups.items()))
 
 
-def _options(folder, prefix: str = "") -> list[str]:
+def nested_groups(folder) -> list[str]:
+    """The sub-folders of a group folder that the defaults lists of its top-level options name as
+    groups (relative entries ``- <sub-folder>: <option>``; ``override`` and absolute ``/`` entries are
+    other groups)."""
+    subfolders = {f.name for f in folder.iterdir() if f.is_dir() and not f.name.startswith(("_", "."))}
+    found: set[str] = set()
+    for f in folder.iterdir():
+        if f.name.endswith(".yaml"):
+            defaults = OmegaConf.create(f.read_text()).get("defaults") or []
+            for item in defaults:
+                keys = item.keys() if isinstance(item, DictConfig) else []
+                found.update(str(k) for k in keys if str(k) in subfolders)
+    return sorted(found)
+
+
+def options_with_nested(group: str, name: str) -> list[str]:
+    """The options of ``group`` whose defaults list, or that of an option of the same group it
+    includes (``- grpo`` in ``algo/tlts.yaml``), names the nested group ``name``: those that take a
+    ``group/name=<option>`` (the algos whose loss is a loss option)."""
+    folder = importlib.resources.files("rlrun.conf") / group
+
+    def names(option: str, seen: frozenset[str]) -> bool:
+        path = folder / f"{option}.yaml"
+        if option in seen or not path.is_file():
+            return False
+        for item in OmegaConf.create(path.read_text()).get("defaults") or []:
+            if isinstance(item, DictConfig) and name in item:
+                return True
+            if isinstance(item, str) and item != "_self_" and names(item, seen | {option}):
+                return True
+        return False
+
+    return [option for option in config_groups().get(group, []) if names(option, frozenset())]
+
+
+def _options(folder, prefix: str = "", skip: typing.Collection[str] = ()) -> list[str]:
     found = []
     for f in folder.iterdir():
-        if f.is_dir() and not f.name.startswith(("_", ".")):
+        if f.is_dir() and not f.name.startswith(("_", ".")) and f.name not in skip:
             found += _options(f, f"{prefix}{f.name}/")
         elif f.name.endswith(".yaml"):
             found.append(prefix + f.name[: -len(".yaml")])

@@ -12,7 +12,8 @@ from conftest import child_env
 from omegaconf import OmegaConf
 
 from rlrun.wiring.cli import compose
-from rlrun.wiring.config_check import config_groups
+from rlrun.wiring.cli import loss_option
+from rlrun.wiring.config_check import config_groups, options_with_nested
 
 
 def rlrun(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -42,6 +43,11 @@ def cases():
          "trainer.optim.lr=abc is not a float; OptimSettings takes lr: a float"),
         (["debug=cpu", "group_size=1"], "group_size=1 must be >= 2: group-relative advantages "
                                         "compare the completions of a prompt with each other"),
+        # algo.loss=<name> is the nested group algo/loss (conf/algo/loss/): DRPO's loss is its own
+        (["algo=drpo", "algo.loss=gspo"],
+         "algo/loss=gspo does not combine with algo=drpo: its loss is its own, with no algo/loss option to "
+         f"replace; algo/loss options combine with algo={','.join(options_with_nested('algo', 'loss'))}"),
+        (["algo.loss=nope"], f"algo/loss=nope is not an option; valid algo/loss options: {', '.join(groups['algo/loss'])}"),
     ]
 
 
@@ -79,6 +85,16 @@ def test_cfg_job_prints_the_composed_config():
     result = rlrun("--cfg", "job", "steps=7", "logger=jsonl")
     assert result.returncode == 0, result.stderr
     assert OmegaConf.create(result.stdout) == compose(["steps=7", "logger=jsonl"])
+
+
+def test_algo_loss_is_the_nested_loss_group():
+    result = rlrun("--cfg", "job", "algo=dapo", "algo.loss=cispo")
+    assert result.returncode == 0, result.stderr
+    assert OmegaConf.create(result.stdout) == compose(["algo=dapo", "algo/loss=cispo"])
+    assert loss_option("algo.loss=gspo,sapo") == "algo/loss=gspo,sapo"  # a sweep: -m algo.loss=gspo,sapo
+    for kept in ("algo.loss.clip_high=0.3", "algo.loss=3", "algo.loss=null", "+algo.loss=gspo"):
+        assert loss_option(kept) == kept
+    assert "drpo" not in options_with_nested("algo", "loss") and "tlts" in options_with_nested("algo", "loss")
 
 
 def test_only_rank_0_reports_a_bad_command_line():

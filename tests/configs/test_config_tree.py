@@ -19,13 +19,19 @@ from rlrun.wiring.build import NullLogger, accepted, build
 from rlrun.wiring.settings import COMPONENTS, validate
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = sorted(d.name for d in CONF.iterdir()
-                if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra")  # Hydra's own
+TOP = sorted(d.name for d in CONF.iterdir()
+             if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra")  # Hydra's own
+# nested groups: a sub-folder an option's defaults list names (algo/grpo.yaml: `- loss: clipped`)
+NESTED = sorted(f"{g}/{d.name}" for g in TOP for d in (CONF / g).iterdir() if d.is_dir()
+                and any(f"\n  - {d.name}: " in f.read_text() for f in (CONF / g).glob("*.yaml")))
+GROUPS = sorted(TOP + NESTED)
 
 
 def group_options(group: str) -> list[str]:
-    """The group's options, those in sub-folders by path (``compare/drpo``)."""
-    return sorted(str(f.relative_to(CONF / group).with_suffix("")) for f in (CONF / group).rglob("*.yaml"))
+    """The group's options, those in sub-folders by path (``compare/drpo``), a nested group's apart."""
+    inner = [n[len(group) + 1:] + "/" for n in NESTED if n.startswith(group + "/")]
+    found = [str(f.relative_to(CONF / group).with_suffix("")) for f in (CONF / group).rglob("*.yaml")]
+    return sorted(o for o in found if not o.startswith(tuple(inner)))
 
 
 OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
@@ -41,12 +47,14 @@ def overrides_for(group: str, option: str) -> list[str]:
         return ["data=jsonl", "data.source.path=builtin:aime24"]
     if (group, option) == ("model", "hf"):  # any model dir or hub id (nothing is loaded here)
         return ["model=hf", "model.path=Qwen/Qwen2.5-Math-1.5B"]
-    return [f"{group}={option}"]
+    return [f"{group}={option}"]  # a nested group's option with the default parent: algo/loss=gspo
 
 
 def test_the_scan_finds_the_groups_the_package_ships():
     assert config_groups() == {g: group_options(g) for g in GROUPS}
     assert "compare/drpo" in config_groups()["experiment"]
+    assert "algo/loss" in NESTED and "gspo" in config_groups()["algo/loss"]
+    assert not any(o.startswith("loss/") for o in config_groups()["algo"])
     assert {"algo", "reward", "model", "curriculum", "data", "rollout", "trainer", "logger", "eval",
             "experiment", "debug"} <= set(GROUPS)
 
@@ -87,6 +95,21 @@ def test_every_target_node_is_inside_a_component_build_run_builds():
     cfg = compose([])
     for path in target_paths(cfg):
         assert any(path == c or path.startswith(c + ".") for c in COMPONENTS), path
+
+
+def test_a_loss_option_replaces_the_loss_and_keeps_the_algorithms_kl():
+    # algo=dler: clip-higher 0.2/0.28, dual clip 10, token_mean, KL 5e-4. algo/loss=gspo: GSPO's own
+    # clip and aggregation, none of dler's clip keys left over, dler's KL and rollout settings kept
+    loss = compose(["algo=dler", "algo/loss=gspo"]).algo.loss
+    assert OmegaConf.to_container(loss) == {
+        "_target_": "rlrun.core.seq_losses.GSPO", "clip_low": 3e-4, "clip_high": 4e-4,
+        "aggregation": "seq_mean_token_mean", "norm_constant": None, "kl_coef": 0.0005,
+        "rollout_correction": "none", "rollout_cap": 2.0}
+    sapo = compose(["algo=dapo", "algo/loss=sapo", "algo.loss.tau_neg=2.0"]).algo.loss
+    assert sapo._target_.endswith("SAPO") and sapo.tau_neg == 2.0 and "clip_high" not in sapo
+    # an algo's own loss is its option plus its KL: dapo's clip-higher, dr_grpo's C
+    assert compose(["algo=dapo"]).algo.loss.clip_high == 0.28
+    assert compose(["algo=dr_grpo", "curriculum.max_new_tokens=300"]).algo.loss.norm_constant == 300
 
 
 def test_demo_experiment_is_the_embedded_default():
