@@ -69,7 +69,7 @@ class _Judge:
     def __init__(self, model: ModelSpec, template: str, batch_size: int, device: str) -> None:
         if not isinstance(model, ModelSpec):
             raise ValueError(f"judge model={model!r} is not a ModelSpec: give a model node "
-                             "({_target_: rlrun.engines.model.ModelSpec, path: <dir or hub id>})")
+                             "({_target_: rlrun.engines.judge.judge_model, path: <dir or hub id>})")
         if batch_size < 1:
             raise ValueError(f"judge batch_size={batch_size} must be >= 1")
         try:
@@ -182,13 +182,14 @@ class CausalLMJudge(_Judge):
         super().__init__(model, template, batch_size, device)
         ids = [self.tokenizer(word, add_special_tokens=False)["input_ids"] for word in (answer_yes, answer_no)]
         if not ids[0] or not ids[1] or ids[0][0] == ids[1][0]:
-            raise ValueError(f"judge answer_yes={answer_yes!r} and answer_no={answer_no!r} must start with different tokens "
-                             f"(their tokens: {ids[0]} and {ids[1]})")
+            raise ValueError(f"judge answer_yes={answer_yes!r} and answer_no={answer_no!r} must start with "
+                             f"different tokens (their tokens: {ids[0]} and {ids[1]})")
         self.yes_id, self.no_id = ids[0][0], ids[1][0]
 
     def scores(self, model, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = encoded["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(**encoded, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+        logits = model(input_ids=encoded["input_ids"], attention_mask=mask, position_ids=positions,
+                       logits_to_keep=1).logits[:, -1].float()
         pair = logits[:, [self.yes_id, self.no_id]]  # p(yes)/(p(yes)+p(no)): the softmax over the two
         return torch.softmax(pair, dim=-1)[:, 0]

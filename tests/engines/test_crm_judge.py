@@ -4,6 +4,7 @@ nothing, a judge that cannot be found fails in one line, and ``rlrun reward=crm 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -38,7 +39,8 @@ def models(tmp_path_factory):
 
 
 def classifier_overrides(root, batch_size: int = 2, path: str | None = None) -> list[str]:
-    model = f"{{_target_:rlrun.engines.judge.judge_model,path:'{path or root / 'classifier'}',tokenizer_path:'{root / 'tokenizer'}'}}"
+    model = (f"{{_target_:rlrun.engines.judge.judge_model,path:'{path or root / 'classifier'}',"
+             f"tokenizer_path:'{root / 'tokenizer'}'}}")
     return [f"~{JUDGE}", f"+{JUDGE}={{_target_:rlrun.engines.judge.ClassifierJudge,model:{model},"
                          f"template:'{TEMPLATE}',batch_size:{batch_size},device:cpu,link:sigmoid}}"]
 
@@ -63,7 +65,7 @@ def own_forward(root, name: str):
     tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
     auto = AutoModelForSequenceClassification if name == "classifier" else AutoModelForCausalLM
     model = auto.from_pretrained(str(root / name)).eval()
-    yes, no = tokenizer("Y", add_special_tokens=False)["input_ids"][0], tokenizer("N", add_special_tokens=False)["input_ids"][0]
+    yes, no = (tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in ("Y", "N"))
     out = []
     with torch.no_grad():
         for q, r in zip(QUESTIONS, RESPONSES):
@@ -85,6 +87,19 @@ def test_judge_scores_are_the_models_own_forward(models, name, overrides):
         judge = judge_from_yaml(overrides(models, batch_size))
         assert judge.batch_size == batch_size and judge.device == torch.device("cpu")
         torch.testing.assert_close(judge(QUESTIONS, RESPONSES), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make test-gpu)")
+@pytest.mark.parametrize("name,overrides", [("classifier", classifier_overrides), ("lm", lm_overrides)])
+def test_judge_on_cuda_scores_what_it_scores_on_cpu(models, name, overrides):
+    # written without a GPU lent to the task: not run yet
+    cpu = judge_from_yaml(overrides(models, 2))(QUESTIONS, RESPONSES)
+    judge = judge_from_yaml([*overrides(models, 2), f"{JUDGE}.device=auto"])  # auto: this rank's GPU
+    assert judge.device == torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    got = judge(QUESTIONS, RESPONSES)
+    assert next(judge.model().parameters()).device.type == "cuda" and got.device.type == "cpu"
+    torch.testing.assert_close(got, cpu, atol=1e-3, rtol=1e-3)  # TF32 matmuls on the GPU
 
 
 def test_the_weights_load_on_the_first_call(models):
