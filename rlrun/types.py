@@ -370,6 +370,22 @@ class SleepsRollout(Protocol):
 
 
 @runtime_checkable
+class ContinuesFromIds(Protocol):
+    """A rollout engine that samples from prompts given as token ids (a prompt followed by tokens
+    already sampled and text written in: budget forcing, ``rlrun.runtime.forcing``), and holds the
+    token ids of the model's end-of-thinking marker and answer cue (``model.think_end``,
+    ``model.answer_cue``) and its tokenizer. ``generate_from`` is ``generate`` with
+    ``prompt_ids[b]`` put to the model as prompt ``b`` instead of ``problems[b]``'s encoded prompt."""
+
+    think_end_ids: tuple[int, ...]
+    answer_cue_ids: tuple[int, ...]
+    tokenizer: Any
+
+    def generate_from(self, problems: list[Problem], group_size: int, prompt_ids: list[list[int]],
+                      budgets: list[int], sampling: Sampling | None = None) -> StepBatch: ...
+
+
+@runtime_checkable
 class CarriesHistory(Protocol):
     """A logger with a history of its own (W&B): a resumed run hands it the lines already logged up
     to the checkpoint (``metrics.jsonl`` of the run being resumed) to log what it lacks."""

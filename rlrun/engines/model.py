@@ -62,6 +62,13 @@ class ModelSpec:
         several for the tiny model's characters): what :attr:`StepBatch.thinking_tokens_N` looks for."""
         return tuple(tokenizer(self.think_end, add_special_tokens=False)["input_ids"])
 
+    def answer_cue_ids(self, tokenizer) -> tuple[int, ...]:
+        """The token ids of ``answer_cue`` (empty for an empty cue): what a budget-forced
+        evaluation writes after ``think_end`` (rlrun.runtime.forcing)."""
+        if not self.answer_cue:
+            return ()
+        return tuple(tokenizer(self.answer_cue, add_special_tokens=False)["input_ids"])
+
 
 class ModelError(ValueError):
     """A model that cannot be found or loaded: one line naming the path and what to give instead."""

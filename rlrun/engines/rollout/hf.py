@@ -60,6 +60,7 @@ class HFRollout:
         self.tokenizer = load_tokenizer(model)
         self.chat = model.chat
         self.think_end_ids = model.think_end_ids(self.tokenizer)
+        self.answer_cue_ids = model.answer_cue_ids(self.tokenizer)
         chat_note(model, self.tokenizer)
         self.model = load_model(model).eval()
         self.model.requires_grad_(False)
@@ -95,9 +96,14 @@ class HFRollout:
                  sampling: Sampling | None = None) -> StepBatch:
         """``group_size`` completions per prompt, prompt ``b`` capped at ``budgets[b]`` new tokens,
         sampled at ``sampling``'s temperature and top-p (None: the engine's own)."""
-        if len(budgets) != len(problems):
-            raise ValueError(f"{len(budgets)} budgets for {len(problems)} prompts")
-        prompt_ids = self.encode_prompts(problems)
+        return self.generate_from(problems, group_size, self.encode_prompts(problems), budgets, sampling)
+
+    @torch.no_grad()
+    def generate_from(self, problems: list[Problem], group_size: int, prompt_ids: list[list[int]],
+                      budgets: list[int], sampling: Sampling | None = None) -> StepBatch:
+        """:meth:`generate` from prompts given as token ids (``ContinuesFromIds``: budget forcing)."""
+        if not len(budgets) == len(problems) == len(prompt_ids):
+            raise ValueError(f"{len(budgets)} budgets and {len(prompt_ids)} prompts for {len(problems)} problems")
         rows = [ids for ids in prompt_ids for _ in range(group_size)]
         budget_N = torch.tensor([b for b in budgets for _ in range(group_size)], dtype=torch.long)
         if self.max_new_tokens is not None:  # the engine's own limit caps every budget

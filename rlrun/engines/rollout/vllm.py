@@ -146,6 +146,7 @@ class VLLMRollout:
         self.tokenizer = load_tokenizer(model)
         self.chat = model.chat
         self.think_end_ids = model.think_end_ids(self.tokenizer)
+        self.answer_cue_ids = model.answer_cue_ids(self.tokenizer)
         chat_note(model, self.tokenizer)
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer_path or model.path, dtype=model.dtype,
                        max_model_len=max_model_len, enable_prefix_caching=True, seed=0,
@@ -279,13 +280,18 @@ class VLLMRollout:
     def generate(self, problems: list[Problem], group_size: int, budgets: list[int],
                  sampling: Sampling | None = None) -> StepBatch:
         """``group_size`` completions per prompt, prompt ``b`` capped at ``budgets[b]`` new tokens."""
-        if len(budgets) != len(problems):
-            raise ValueError(f"{len(budgets)} budgets for {len(problems)} prompts")
+        return self.generate_from(problems, group_size, self.encode_prompts(problems), budgets, sampling)
+
+    def generate_from(self, problems: list[Problem], group_size: int, prompt_ids: list[list[int]],
+                      budgets: list[int], sampling: Sampling | None = None) -> StepBatch:
+        """:meth:`generate` from prompts given as token ids (``ContinuesFromIds``: budget forcing).
+        vLLM's own ``thinking_token_budget`` is not used: docs/data-and-evaluation.md says why."""
+        if not len(budgets) == len(problems) == len(prompt_ids):
+            raise ValueError(f"{len(budgets)} budgets and {len(prompt_ids)} prompts for {len(problems)} problems")
         sampling = sampling or Sampling()
         temperature = self.temperature if sampling.temperature is None else sampling.temperature
         top_p = self.top_p if sampling.top_p is None else sampling.top_p
         caps = [min(b, self.max_new_tokens) if self.max_new_tokens is not None else b for b in budgets]
-        prompt_ids = self.encode_prompts(problems)
         # one request per completion, each with its own seed: vLLM gives the n samples of one seeded
         # request the same seed, i.e. n identical completions (measured); the prefix cache shares
         # the prompt's KV between a group's requests
