@@ -5,12 +5,16 @@ all samples, pass@k with the unbiased estimator).
     rlrun-eval --model tiny --data arith --budgets 96,256
     rlrun-eval --model outputs/<run>/checkpoints/step_000100 --data math500,aime24 --k 4 --budgets 1024,4096
     rlrun-eval --model /path/to/hf-model --data amc --lcpo --budgets 512,1024   # budget in the prompt
+    rlrun-eval --model tiny --force-budgets 64,96,128   # s1's budget forcing (thinking stopped at N)
 
 ``--model`` is ``tiny`` (the shipped model), a checkpoint directory rlrun wrote (its ``model/`` and
 ``tokenizer/``), or any Hugging Face model directory. ``--data`` names ``arith`` (the built-in task's
 held-out split) or vendored benchmarks (``builtin:<name>``, see ``rlrun/tasks/benchmarks``). A
 budget is the generation cap; with ``--lcpo`` it is also written into the prompt as L1's "Think for
-N tokens." (the cap is then ``--lcpo-cap``) and the mean |length - N| is reported. Results are
+N tokens." (the cap is then ``--lcpo-cap``) and the mean |length - N| is reported. A forced budget
+(``--force-budgets``, s1's budget forcing, ``rlrun.runtime.forcing``) stops the thinking at N tokens,
+writes the model's ``think_end`` and ``answer_cue`` after it and lets the model answer within
+``--force-answer-tokens`` more (default 128); its results are ``force_<N>`` beside ``budget_<N>``. Results are
 printed and written as JSON to ``--out`` (default: the checkpoint's run directory, else the
 current directory): ``eval.json``, and under ``"eval"`` in the run's ``summary.json`` when there is
 one, which ``rlrun-pareto`` reads. Same seed, same samples (CPU).
@@ -32,6 +36,7 @@ import sys
 from pathlib import Path
 
 from rlrun.core.evaluation import AES_WEIGHTS
+from rlrun.runtime.forcing import DEFAULT_ANSWER_TOKENS
 from rlrun.tasks.eval_sets import benchmark, check_benchmark
 
 
@@ -46,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--generation-suffix", help="written after the assistant header, e.g. '<think>\\n'")
     p.add_argument("--data", default="arith", help="comma-separated: arith and/or builtin benchmark names")
     p.add_argument("--budgets", default="256", help="comma-separated token budgets, e.g. 96,256")
+    p.add_argument("--force-budgets", default="", metavar="N,...",
+                   help="comma-separated thinking budgets to force (s1's budget forcing): the thinking stopped "
+                        "at N tokens, the model's think_end and answer_cue written, the answer sampled after them")
+    p.add_argument("--force-answer-tokens", type=int, default=DEFAULT_ANSWER_TOKENS, metavar="A",
+                   help="cap on what the model samples after a forced budget (a response that ended its thinking "
+                        f"by itself before N: N + A tokens in all; default {DEFAULT_ANSWER_TOKENS})"),
     p.add_argument("--k", type=int, default=1, help="samples per question")
     p.add_argument("--n", type=int, default=None, help="questions per benchmark (default: all; arith: 256)")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -64,6 +75,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--budgets={args.budgets!r} must be comma-separated integers, e.g. 96,256")
     if not args.budget_list or min(args.budget_list) < 1:
         p.error(f"--budgets={args.budgets!r}: every budget must be >= 1")
+    try:
+        args.force_list = [int(b) for b in args.force_budgets.split(",")] if args.force_budgets else []
+    except ValueError:
+        p.error(f"--force-budgets={args.force_budgets!r} must be comma-separated integers, e.g. 64,96,128")
+    if args.force_list and min(args.force_list) < 1:
+        p.error(f"--force-budgets={args.force_budgets!r}: every thinking budget must be >= 1 token")
+    if args.force_answer_tokens < 1:
+        p.error(f"--force-answer-tokens={args.force_answer_tokens} must be >= 1")
+    if args.force_list and args.lcpo:
+        p.error("--force-budgets with --lcpo: give one of them (--lcpo writes the budget into the prompt)")
     if args.k < 1:
         p.error(f"--k={args.k} must be >= 1")
     return args
@@ -102,9 +123,10 @@ def run_chat(checkpoint: Path) -> dict:
     return {k: model[k] for k in ("chat_format", "system_prompt", "generation_suffix") if k in model}
 
 
-def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, float]:
+def evaluate_at(rollout, problems, verifier, budget: int, args, forced: bool = False) -> dict[str, float]:
     """Metrics of ``k`` samples per problem at one budget (``rlrun.runtime.evaluation.sample_and_score``,
-    the in-loop evaluation's), plus L1's deviation with ``--lcpo`` and the verifier's counts."""
+    the in-loop evaluation's), a thinking budget forced when ``forced`` (``rlrun.runtime.forcing``),
+    plus L1's deviation with ``--lcpo`` and the verifier's counts."""
     import torch
 
     from rlrun.runtime.evaluation import sample_and_score
@@ -118,6 +140,10 @@ def evaluate_at(rollout, problems, verifier, budget: int, args) -> dict[str, flo
 
         problems = [dataclasses.replace(p, prompt=with_instruction(p.prompt, budget, EXACT)) for p in problems]
         caps = [args.lcpo_cap] * len(problems)
+    if forced:
+        from rlrun.runtime.forcing import BudgetForced
+
+        rollout = BudgetForced(rollout, args.force_answer_tokens)
     torch.manual_seed(args.seed)
     out, rollouts = sample_and_score(rollout, verifier, problems, args.k, caps)
     out.setdefault(f"pass@{args.k}", out["acc"])  # pass@1 is the accuracy
@@ -155,22 +181,23 @@ def read_baseline(path: str) -> dict:
                      "give an eval.json written by rlrun-eval, or a run dir or summary.json holding one")
 
 
-def baseline_point(baseline: dict, name: str, budget: int) -> dict | None:
-    """The baseline's result for one benchmark and budget, when it has accuracy and mean tokens."""
+def baseline_point(baseline: dict, name: str, key: str) -> dict | None:
+    """The baseline's result for one benchmark and budget (``key``: ``budget_<N>`` or ``force_<N>``),
+    when it has accuracy and mean tokens."""
     budgets = baseline.get(name)
-    point = budgets.get(f"budget_{budget}") if isinstance(budgets, dict) else None
+    point = budgets.get(key) if isinstance(budgets, dict) else None
     if isinstance(point, dict) and all(isinstance(point.get(k), (int, float)) for k in ("acc", "mean_tokens")):
         return point
     return None
 
 
-def check_shared(baseline: dict, path: str, names: list[str], budgets: list[int]) -> None:
+def check_shared(baseline: dict, path: str, names: list[str], keys: list[str]) -> None:
     """ValueError unless the baseline has at least one of this evaluation's benchmark/budget pairs."""
-    if any(baseline_point(baseline, n, b) is not None for n in names for b in budgets):
+    if any(baseline_point(baseline, n, key) is not None for n in names for key in keys):
         return
     has = "; ".join(f"{n} at {', '.join(v)}" for n, v in baseline.items() if isinstance(v, dict))
     raise ValueError(f"--baseline={path} shares no benchmark and budget with this evaluation "
-                     f"({', '.join(names)} at budget_{', budget_'.join(map(str, budgets))}); it has: {has}")
+                     f"({', '.join(names)} at {', '.join(keys)}); it has: {has}")
 
 
 def add_aes(m: dict, base: dict) -> None:
@@ -201,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             check_benchmark(name, "--data ")
         if args.baseline is not None:
             baseline = read_baseline(args.baseline)
-            check_shared(baseline, args.baseline, names, args.budget_list)
+            check_shared(baseline, args.baseline, names, [key for key, _, _ in points_of(args)])
     except ValueError as exc:
         fail(str(exc))
     from rlrun.engines.rollout.hf import HFRollout
@@ -218,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"model": args.model, "k": args.k, "temperature": args.temperature, "top_p": args.top_p,
               "seed": args.seed, "lcpo": args.lcpo, "eval": results}
+    if args.force_list:
+        record["force_answer_tokens"] = args.force_answer_tokens
     if args.baseline is not None:
         record.update(baseline=args.baseline, aes_weights=AES_WEIGHTS)
     (out_dir / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -230,25 +259,33 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
 
 
+def points_of(args) -> list[tuple[str, str, bool]]:
+    """``(result key, budget column, forced)`` of every budget: ``budget_<N>`` (a cap) and
+    ``force_<N>`` (a forced thinking budget, shown as ``force <N>``)."""
+    return ([(f"budget_{b}", str(b), False) for b in args.budget_list]
+            + [(f"force_{b}", f"force {b}", True) for b in args.force_list])
+
+
 def evaluate_all(rollout, names: list[str], args, baseline: dict | None) -> dict:
     """Every benchmark at every budget, printed as a table row each (with AES against the baseline
-    where it has the same benchmark and budget); ``{benchmark: {budget_<N>: metrics}}``."""
+    where it has the same benchmark and budget); ``{benchmark: {budget_<N>|force_<N>: metrics}}``."""
     results: dict[str, dict[str, dict]] = {}
     verifiers: dict = {}
     aes_head = f"{'aes':>9}" if baseline is not None else ""
-    print(f"{'benchmark':<16}{'budget':>8}{'acc':>8}{'pass@' + str(args.k):>9}{'tokens':>9}{'truncated':>11}"
+    width = max(8, *(len(cell) + 1 for _, cell, _ in points_of(args)))
+    print(f"{'benchmark':<16}{'budget':>{width}}{'acc':>8}{'pass@' + str(args.k):>9}{'tokens':>9}{'truncated':>11}"
           + aes_head)
     for name in names:
         problems, verifier = benchmark(name, args.n or (256 if name == "arith" else 10**9), args.seed,
                                        args.timeout, verifiers=verifiers)
-        for budget in args.budget_list:
-            m = evaluate_at(rollout, problems, verifier, budget, args)
-            base = baseline_point(baseline, name, budget) if baseline is not None else None
+        for key, cell, forced in points_of(args):
+            m = evaluate_at(rollout, problems, verifier, int(key.split("_")[1]), args, forced)
+            base = baseline_point(baseline, name, key) if baseline is not None else None
             if base is not None:
                 add_aes(m, base)
-            results.setdefault(name, {})[f"budget_{budget}"] = m
+            results.setdefault(name, {})[key] = m
             aes_cell = "" if baseline is None else f"{m['aes']:>9.3f}" if m.get("aes") is not None else f"{'-':>9}"
-            print(f"{name:<16}{budget:>8}{m['acc']:>8.3f}{m[f'pass@{args.k}']:>9.3f}{m['mean_tokens']:>9.1f}"
+            print(f"{name:<16}{cell:>{width}}{m['acc']:>8.3f}{m[f'pass@{args.k}']:>9.3f}{m['mean_tokens']:>9.1f}"
                   f"{m['truncated_frac']:>11.3f}{aes_cell}", flush=True)
     from rlrun.types import Closable
 

@@ -3,7 +3,8 @@ section 5: accuracy = pass@1 averaged over the samples, pass@k with the unbiased
 
 ``sample_and_score`` is the measurement both users share: the training loop's evaluations at
 ``eval.at_steps`` (``Evaluator``: the held-out split and ``eval.benchmarks``, at the curriculum's
-cap and at each ``eval.budgets`` cap) and ``rlrun-eval`` (``rlrun.analysis.evaluate``).
+cap, at each ``eval.budgets`` cap and at each ``eval.force_budgets`` forced thinking budget) and
+``rlrun-eval`` (``rlrun.analysis.evaluate``).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from rlrun.core.evaluation import mean_pass_at_k
 from rlrun.core.metrics import rollout_metrics, span_metrics
 from rlrun.runtime import dist
+from rlrun.runtime.forcing import BudgetForced
 from rlrun.runtime.sampling import counted
 from rlrun.runtime.capabilities import parts_of
 from rlrun.types import Closable, HasMetrics, HasPromptTemplate, MeasuresEval, Sampling, StepBatch
@@ -94,6 +96,8 @@ class Evaluator:
         self.run = run
         s = run.settings
         self.sets: dict[str, tuple[list, Any]] = {}
+        # eval.force_budgets: the engine must sample from token ids (ContinuesFromIds), checked here at start
+        self.forced = BudgetForced(run.rollout, s.eval.force_answer_tokens) if s.eval.force_budgets else None
         if not s.eval.at_steps:
             return
         from rlrun.tasks.eval_sets import benchmark
@@ -117,8 +121,10 @@ class Evaluator:
         and budgets of the curriculum at step 0 (``eval.budget=start``: the cap the run starts with,
         so start and end compare at the same cap) or at ``step`` (``eval.budget=current``); then
         again at each cap of ``eval.budgets`` (``budget_<N>/acc`` ...: the points of a
-        length/accuracy curve), sampling at ``eval.temperature`` / ``eval.top_p`` (null: the rollout
-        engine's). The checks the verifier failed or timed out on are counted (``verify_errors``)."""
+        length/accuracy curve) and with the thinking forced to end at each ``eval.force_budgets``
+        budget (``force_<N>/acc`` ...: s1's budget forcing, ``rlrun.runtime.forcing``), sampling at
+        ``eval.temperature`` / ``eval.top_p`` (null: the rollout engine's). The checks the verifier
+        failed or timed out on are counted (``verify_errors``)."""
         run = self.run
         verifier = run.verifier if verifier is None else verifier
         ev = run.settings.eval
@@ -128,10 +134,11 @@ class Evaluator:
         k = ev.samples_by_set.get(name, ev.samples)
         span = run.settings.length.span
         result, _ = sample_and_score(run.rollout, verifier, share, k, budgets, sampling, measures, span)
-        for cap in ev.budgets:
-            at_cap, _ = sample_and_score(run.rollout, verifier, share, k, [cap] * len(share),
-                                         sampling, measures, span)
-            result.update({f"budget_{cap}/{key}": v for key, v in at_cap.items()})
+        caps = [(f"budget_{cap}", run.rollout, cap) for cap in ev.budgets]
+        caps += [(f"force_{cap}", self.forced, cap) for cap in ev.force_budgets]
+        for name, engine, cap in caps:
+            at_cap, _ = sample_and_score(engine, verifier, share, k, [cap] * len(share), sampling, measures, span)
+            result.update({f"{name}/{key}": v for key, v in at_cap.items()})
         result["budget_mean_tokens"] = float(dist.gather_cat(torch.tensor(budgets, dtype=torch.float)).mean())
         result.update({key.replace("/", "_"): v for key, v in verifier_counts(verifier).items()})
         return result
@@ -144,14 +151,17 @@ class Evaluator:
                 verifier.close()
 
 
-def end_points(results: dict[str, dict[str, float]], budgets: tuple[int, ...]) -> dict:
+def end_points(results: dict[str, dict[str, float]], budgets: tuple[int, ...],
+               force_budgets: tuple[int, ...] = ()) -> dict:
     """``summary["eval"]``, the last evaluation as rlrun-pareto reads it: per set, its result at
-    each ``eval.budgets`` cap (``budget_<N>: {acc, mean_tokens, truncated_frac, ...}``) and, for sets
-    other than ``heldout`` (whose end point is ``summary["end"]``), the plain result (``end``)."""
+    each ``eval.budgets`` cap (``budget_<N>: {acc, mean_tokens, truncated_frac, ...}``), at each
+    ``eval.force_budgets`` forced budget (``force_<N>: {...}``) and, for sets other than ``heldout``
+    (whose end point is ``summary["end"]``), the plain result (``end``)."""
     out = {}
+    names = [f"budget_{b}" for b in budgets] + [f"force_{b}" for b in force_budgets]
     for name, result in results.items():
-        points = {f"budget_{b}": {key.split("/", 1)[1]: v for key, v in result.items()
-                                  if key.startswith(f"budget_{b}/")} for b in budgets}
+        points = {point: {key.split("/", 1)[1]: v for key, v in result.items() if key.startswith(f"{point}/")}
+                  for point in names}
         if name != "heldout":
             points["end"] = {key: v for key, v in result.items() if "/" not in key}
         if points:

@@ -187,7 +187,7 @@ def evaluate(run, evaluator: Evaluator, step: int, summary: dict) -> None:
     s = run.settings
     results = evaluator(step)
     summary["start" if step == 0 else "end" if step == s.steps else f"step_{step}"] = results["heldout"]
-    points = end_points(results, s.eval.budgets) if step == s.steps else {}
+    points = end_points(results, s.eval.budgets, s.eval.force_budgets) if step == s.steps else {}
     if points:  # the run's points for rlrun-pareto
         summary["eval"] = points
     run.log(step, {f"eval/{name}/{k}": v for name, result in results.items() for k, v in result.items()})

@@ -43,7 +43,10 @@ class EvalSettings:
     first update, ``steps`` = after the last). An empty ``at_steps`` evaluates nothing. ``budget``:
     the curriculum's prompts and cap of step 0 (``start``) or of the evaluated step (``current``).
     ``samples`` per problem (accuracy = pass@1 averaged over them; pass@k logged when > 1);
-    ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``.
+    ``budgets``: further generation caps to evaluate at, each logged as ``budget_<N>/...``;
+    ``force_budgets``: thinking budgets to force (s1's budget forcing, ``rlrun.runtime.forcing``: the
+    thinking stopped at N tokens, ``model.think_end`` and ``model.answer_cue`` written, the answer
+    sampled within ``force_answer_tokens`` more tokens), each logged as ``force_<N>/...``.
     The data group's held-out split is logged as ``eval/heldout/...``; ``benchmarks`` names further
     sets evaluated the same way at the same steps (``arith`` or a vendored data set, the first
     ``problems`` of each, ``rlrun.tasks.eval_sets.benchmark``), logged as ``eval/<name>/...``.
@@ -63,6 +66,8 @@ class EvalSettings:
     temperature: float | None = None  # None: the rollout engine's (rollout.temperature)
     top_p: float | None = None  # None: the rollout engine's (rollout.top_p)
     samples_by_set: dict[str, int] = field(default_factory=dict)  # set name -> samples, over ``samples``
+    force_budgets: tuple[int, ...] = ()
+    force_answer_tokens: int = 128  # rlrun.runtime.forcing.DEFAULT_ANSWER_TOKENS
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,8 @@ def read_settings(cfg: DictConfig, out_dir: str) -> Settings:
     settings = Settings(**top, out_dir=out_dir, checkpoint=CheckpointSettings(**kept), length=read_length(cfg),
                         eval=EvalSettings(
         ev["problems"], at_steps, every, ev["budget"], ev["samples"], tuple(ev["budgets"]),
-        tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"], dict(ev["samples_by_set"])))
+        tuple(ev["benchmarks"]), ev["temperature"], ev["top_p"], dict(ev["samples_by_set"]),
+        tuple(ev["force_budgets"]), ev["force_answer_tokens"]))
     check_ranges(settings)
     return settings
 
@@ -177,6 +183,9 @@ def check_ranges(s: Settings) -> None:
     if s.eval.samples < 1 or any(b < 1 for b in s.eval.budgets):
         raise ConfigError(f"eval.samples={s.eval.samples} and every eval.budgets entry "
                           f"({list(s.eval.budgets)}) must be >= 1")
+    if any(b < 1 for b in s.eval.force_budgets) or s.eval.force_answer_tokens < 1:
+        raise ConfigError(f"eval.force_budgets={list(s.eval.force_budgets)} (thinking budgets) and "
+                          f"eval.force_answer_tokens={s.eval.force_answer_tokens} must be >= 1 token each")
     sets = ("heldout", *s.eval.benchmarks)
     for name, k in s.eval.samples_by_set.items():
         if name not in sets or k < 1:

@@ -49,3 +49,34 @@ def test_bad_budgets_exit_with_one_line(capsys):
         main(["--model", "tiny", "--budgets", "96,lots"])
     assert exc.value.code == 2
     assert "--budgets='96,lots' must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_forced_budgets_beside_the_caps(tmp_path, capsys):
+    # greedy: forced at 200 (above every natural thinking, ~96 tokens) is the plain response; at 64 the
+    # thinking is cut mid-way and the answer written after "</think>\n" is mostly wrong
+    got = run_eval(tmp_path, "--data", "arith", "--n", "16", "--temperature", "0", "--budgets", "256",
+                   "--force-budgets", "64,200", "--force-answer-tokens", "32")
+    arith = got["eval"]["arith"]
+    assert list(arith) == ["budget_256", "force_64", "force_200"] and got["force_answer_tokens"] == 32
+    assert arith["force_200"] == arith["budget_256"] and arith["budget_256"]["acc"] >= 0.9
+    assert arith["force_64"]["thinking_mean_tokens"] == 64.0 and arith["force_64"]["acc"] < 0.5
+    # tokens: the whole completion (64 + "</think>" + "\n" + the answer)
+    assert 64 + 9 < arith["force_64"]["mean_tokens"] <= 64 + 9 + 32
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["benchmark", "budget", "acc", "pass@1", "tokens", "truncated"]
+    assert printed[2].split()[:3] == ["arith", "force", "64"] and printed[3].split()[:3] == ["arith", "force", "200"]
+    assert len({len(line) for line in printed[:4]}) == 1  # the budget column as wide as "force 200"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--force-budgets", "64,lots"], "--force-budgets='64,lots' must be comma-separated integers, e.g. 64,96,128"),
+    (["--force-budgets", "0,64"], "--force-budgets='0,64': every thinking budget must be >= 1 token"),
+    (["--force-budgets", "64", "--force-answer-tokens", "0"], "--force-answer-tokens=0 must be >= 1"),
+    (["--force-budgets", "64", "--lcpo"], "--force-budgets with --lcpo: give one of them"),
+])
+def test_bad_forced_budgets_exit_with_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "tiny", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("rlrun-eval: error: ")
