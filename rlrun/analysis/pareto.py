@@ -6,15 +6,22 @@ Reads, from files alone (no W&B account, no network), a Hydra multirun dir (its 
 - ``summary.json``: the held-out evaluations ``start`` (step 0), ``step_<N>`` and ``end`` (benchmark
   ``heldout``, budget = the eval's ``budget_mean_tokens``), and optionally
   ``eval: {<benchmark>: {budget_<N>: {acc, mean_tokens, truncated_frac}}}`` for the trained model
-  evaluated at several budgets (one point per budget: L1's curve over budgets, ALGORITHMS.md 5.4);
+  evaluated at several budgets (one point per budget: L1's curve over budgets, ALGORITHMS.md 5.4), and
+  ``force_<N>`` results of budget forcing (kind ``forced``: s1's curve over forced thinking budgets);
 - ``metrics.jsonl``: the ``eval/<benchmark>/[budget_<N>/]acc|mean_tokens`` lines, a curve over
   training steps per run (and the points themselves when ``summary.json`` is missing);
 - ``.hydra/overrides.yaml``: the run's label, its overrides joined by spaces ("default" if none).
 
+A directory holding only an ``eval.json`` that ``rlrun-eval --out DIR`` wrote (a model, not a run) is
+read too: its ``eval`` results are its points, labelled with the evaluated model.
+
 The frontier is computed per benchmark (accuracies of different sets are not comparable) over the
 start, end and budget points; intermediate ``step_<N>`` evaluations are drawn as the run's
 trajectory but are not candidates, since the frontier compares finished configurations. Each point
-also gets its AES against its run's start on the same benchmark (O1-Pruner weights 1, 3, 5).
+also gets its AES against its run's start on the same benchmark (O1-Pruner weights 1, 3, 5), and with
+``--elr-baseline RUN`` (a run dir, or the label of one run: a GRPO run) GFPO's excess length reduction
+ELR = (L_GRPO - L)/(L_GRPO - L_SFT), L_GRPO the baseline's end and L_SFT its start (its warm start),
+for the start, step and end points of each benchmark where the baseline has both and L_GRPO > L_SFT.
 Writes ``pareto.csv``, ``pareto.json``, ``pareto.png`` and ``pareto.svg``. A multirun
 (``rlrun -m ...``) does the same by itself when it ends (rlrun.analysis.sweep), and logs a W&B sweep run
 when its runs use W&B.
@@ -30,15 +37,16 @@ import re
 from dataclasses import asdict
 
 from rlrun.analysis.points import Curve, Point
-from rlrun.core.evaluation import AES_WEIGHTS, aes, pareto_frontier
+from rlrun.core.evaluation import AES_WEIGHTS, aes, excess_length_reduction, pareto_frontier
 from rlrun.analysis.pareto_plot import (  # they import matplotlib, wandb lazily
     log_pareto_to_wandb,
     plot_pareto,
 )
 
-FRONTIER_KINDS = ("start", "end", "eval")
+FRONTIER_KINDS = ("start", "end", "eval", "forced")
+ELR_KINDS = ("start", "step", "end")  # evaluated as the baseline's start and end were (the run's own cap)
 CSV_COLUMNS = ("label", "benchmark", "budget", "acc", "mean_tokens", "on_frontier", "kind", "step",
-               "truncated_frac", "aes", "run_dir")
+               "truncated_frac", "aes", "elr", "run_dir")
 _EVAL_KEY = re.compile(r"^eval/(?P<bench>[^/]+)/(?:budget_(?P<budget>\d+)/)?(?P<name>acc|mean_tokens)$")
 
 
@@ -47,8 +55,8 @@ MAX_DEPTH = 4  # hydra.sweep.subdir may nest (e.g. by override); job dirs lie at
 
 
 def find_run_dirs(paths: list[str]) -> list[str]:
-    """Each path is a run dir (it holds summary.json or metrics.jsonl) or a sweep dir, whose run dirs
-    are its job dirs that hold one of them (:func:`job_dirs`, in Hydra's order)."""
+    """Each path is a run dir (it holds summary.json, metrics.jsonl or eval.json) or a sweep dir, whose
+    run dirs are its job dirs that hold one of them (:func:`job_dirs`, in Hydra's order)."""
     found: list[str] = []
     for path in paths:
         if _is_run_dir(path):
@@ -58,7 +66,7 @@ def find_run_dirs(paths: list[str]) -> list[str]:
             raise FileNotFoundError(f"no such directory: {path}")
         found += [d for d in job_dirs(path) if _is_run_dir(d)]
     if not found:
-        raise FileNotFoundError(f"no run dir (with summary.json or metrics.jsonl) in {paths}")
+        raise FileNotFoundError(f"no run dir (with summary.json, metrics.jsonl or eval.json) in {paths}")
     return found
 
 
@@ -80,7 +88,7 @@ def job_dirs(sweep_dir: str) -> list[str]:
 
 
 def _is_run_dir(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, f)) for f in ("summary.json", "metrics.jsonl"))
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("summary.json", "metrics.jsonl", "eval.json"))
 
 
 def run_label(run_dir: str) -> str:
@@ -123,8 +131,9 @@ def summary_points(summary: dict, label: str, run_dir: str) -> list[Point]:
                                 result, kind, step))
     for benchmark, budgets in (summary.get("eval") or {}).items():
         for key, result in budgets.items() if isinstance(budgets, dict) else ():
-            budget = float(key[len("budget_"):]) if key.startswith("budget_") else None
-            found.append(_point(label, run_dir, benchmark, budget, result, "eval", steps))
+            forced = re.fullmatch(r"force_(\d+)", key)
+            budget = float(key[len("budget_"):]) if key.startswith("budget_") else float(forced[1]) if forced else None
+            found.append(_point(label, run_dir, benchmark, budget, result, "forced" if forced else "eval", steps))
     return [p for p in found if p is not None]
 
 
@@ -178,16 +187,64 @@ def mark_frontier(points: list[Point]) -> None:
             p.aes = aes(p.acc, p.mean_tokens, base.acc, base.mean_tokens, **AES_WEIGHTS)
 
 
+def elr_baseline(name: str, paths: list[str]) -> tuple[str, list[str]]:
+    """The run dir that ``--elr-baseline`` names (a run dir, or the label of exactly one run under
+    ``paths``) and the paths to read: ``paths``, plus the baseline's run dir when it is outside them.
+    ValueError with a one-line reason otherwise."""
+    run_dirs = find_run_dirs(paths)
+    if _is_run_dir(name):
+        same = [d for d in run_dirs if os.path.samefile(d, name)]
+        return (same[0], paths) if same else (name, [*paths, name])
+    named = [d for d in run_dirs if run_label(d) == name]
+    if len(named) == 1:
+        return named[0], paths
+    if named:
+        raise ValueError(f"--elr-baseline={name} is the label of {len(named)} runs ({', '.join(named)}); "
+                         "give its run dir")
+    labels = "; ".join(sorted({run_label(d) for d in run_dirs}))
+    raise ValueError(f"--elr-baseline={name} is neither a run dir (with summary.json, metrics.jsonl or "
+                     f"eval.json) nor the label of one of the runs ({labels})")
+
+
+def mark_elr(points: list[Point], baseline_dir: str) -> list[str]:
+    """Set ``elr`` (GFPO's Eq. 4, :func:`rlrun.core.evaluation.excess_length_reduction`) of the
+    ``ELR_KINDS`` points of every benchmark where the baseline run has a start (L_SFT: its warm start)
+    and an end (L_GRPO) with L_GRPO > L_SFT; one line per benchmark saying what was used, or why not."""
+    notes = []
+    for benchmark in sorted({p.benchmark for p in points}):
+        own = {p.kind: p for p in points if p.run_dir == baseline_dir and p.benchmark == benchmark
+               and p.kind in ("start", "end")}
+        if len(own) < 2:
+            notes.append(f"ELR on {benchmark}: none (the baseline run has no start and end evaluation on it)")
+            continue
+        grpo, sft = own["end"].mean_tokens, own["start"].mean_tokens
+        if not grpo > sft:
+            notes.append(f"ELR on {benchmark}: none (the baseline's end, {grpo:.1f} tokens, is not longer than its "
+                         f"start, {sft:.1f}: ELR measures how much of an RL run's length growth a method removes)")
+            continue
+        for p in points:
+            if p.benchmark == benchmark and p.kind in ELR_KINDS:
+                p.elr = excess_length_reduction(grpo, sft, p.mean_tokens)
+        notes.append(f"ELR on {benchmark} = (L_GRPO - L)/(L_GRPO - L_SFT) with L_GRPO {grpo:.1f} (the baseline's "
+                     f"end) and L_SFT {sft:.1f} (its start)")
+    return notes
+
+
 def collect(paths: list[str], benchmark: str | None = None) -> tuple[list[Point], list[Curve]]:
     """All points (frontier marked) and curves of the runs under ``paths``, for one benchmark or all."""
     points, curves = [], []
     for run_dir in find_run_dirs(paths):
         label = run_label(run_dir)
         run_curves = read_curves(run_dir, label)
-        summary_path = os.path.join(run_dir, "summary.json")
+        summary_path, evaluated = os.path.join(run_dir, "summary.json"), os.path.join(run_dir, "eval.json")
         if os.path.isfile(summary_path):
             with open(summary_path) as f:
                 points += summary_points(json.load(f), label, run_dir)
+        elif os.path.isfile(evaluated):  # rlrun-eval --out DIR of a model: its results only
+            with open(evaluated) as f:
+                record = json.load(f)
+            named = label if label != "default" else str(record.get("model", label))
+            points += summary_points({"eval": record.get("eval") or {}}, named, run_dir)
         else:
             points += curve_points(run_curves)
         curves += run_curves
@@ -206,7 +263,7 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_tables(points: list[Point], curves: list[Curve], out_dir: str) -> list[str]:
+def write_tables(points: list[Point], curves: list[Curve], out_dir: str, elr_baseline: str | None = None) -> list[str]:
     csv_path, json_path = os.path.join(out_dir, "pareto.csv"), os.path.join(out_dir, "pareto.json")
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -220,15 +277,16 @@ def write_tables(points: list[Point], curves: list[Curve], out_dir: str) -> list
             frontier.setdefault(p.benchmark, []).append(p.label)
     with open(json_path, "w") as f:
         json.dump({"points": [asdict(p) for p in points], "frontier": frontier,
-                   "curves": [asdict(c) for c in curves], "aes_weights": AES_WEIGHTS}, f, indent=2)
+                   "curves": [asdict(c) for c in curves], "aes_weights": AES_WEIGHTS,
+                   "elr_baseline": elr_baseline}, f, indent=2)
     return [csv_path, json_path]
 
 
-def write_outputs(points: list[Point], curves: list[Curve], out_dir: str) -> list[str]:
+def write_outputs(points: list[Point], curves: list[Curve], out_dir: str, elr_baseline: str | None = None) -> list[str]:
     """Write pareto.csv, pareto.json, pareto.png and pareto.svg into ``out_dir`` (made if missing);
     returns their paths. Used by ``rlrun-pareto`` and after a sweep (rlrun.analysis.sweep)."""
     os.makedirs(out_dir, exist_ok=True)
-    return write_tables(points, curves, out_dir) + plot_pareto(points, curves, out_dir)
+    return write_tables(points, curves, out_dir, elr_baseline) + plot_pareto(points, curves, out_dir)
 
 
 def default_out_dir(paths: list[str]) -> str:
@@ -248,16 +306,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmark", help="keep this benchmark only (default: all, one panel each)")
     parser.add_argument("--wandb", choices=("offline", "online"),
                         help="also log the table and a scatter chart to a W&B run in this mode")
+    parser.add_argument("--elr-baseline", metavar="RUN",
+                        help="a GRPO run (its run dir, or the label of one of the runs): adds GFPO's excess length "
+                             "reduction (L_GRPO - L)/(L_GRPO - L_SFT), L_GRPO its end and L_SFT its start")
     args = parser.parse_args(argv)
-    points, curves = collect(args.paths, args.benchmark)
+    paths, base = list(args.paths), None
+    if args.elr_baseline is not None:
+        try:
+            base, paths = elr_baseline(args.elr_baseline, paths)
+        except ValueError as exc:
+            parser.error(str(exc))
+    points, curves = collect(paths, args.benchmark)
     if not points:
         parser.error(f"no evaluation found in {args.paths}" +
                      (f" for benchmark {args.benchmark!r}" if args.benchmark else ""))
+    notes = mark_elr(points, base) if base is not None else []
     out_dir = args.out or default_out_dir(args.paths)
-    written = write_outputs(points, curves, out_dir)
+    written = write_outputs(points, curves, out_dir, base)
     for p in sorted(points, key=lambda p: (p.benchmark, p.mean_tokens)):
         mark = "*" if p.on_frontier else " "
-        print(f"{mark} {p.benchmark:<10} {p.kind:<5} acc {p.acc:.3f}  tokens {p.mean_tokens:8.1f}  {p.label}")
+        elr = "" if base is None else f"  ELR {p.elr:6.3f}" if p.elr is not None else f"  ELR {'-':>6}"
+        budget = f" {p.budget:g}" if p.kind == "forced" else ""
+        print(f"{mark} {p.benchmark:<10} {p.kind + budget:<10} acc {p.acc:.3f}  tokens {p.mean_tokens:8.1f}{elr}  "
+              f"{p.label}")
+    for note in notes:
+        print(note)
     if args.wandb:
         log_pareto_to_wandb(points, out_dir=out_dir, mode=args.wandb)
     print("* = on the Pareto frontier; wrote " + ", ".join(written))

@@ -2,10 +2,11 @@
 
 The picture: accuracy (y) against mean tokens (x), one panel per benchmark.
 Drawn with matplotlib's Agg canvas (no display, no pyplot state). Per run, one colour: its start
-(hollow circle), end (filled circle), budget evaluations (triangles, joined in budget order) and its
-trajectory over training steps (a thin line through the metrics.jsonl evaluations). The Pareto
-frontier is a dashed step line (the best accuracy reachable with at most x tokens) with its points
-ringed in black. Every start, end and budget point carries its run's label (its overrides; those
+(hollow circle), end (filled circle), budget evaluations (triangles, joined in budget order), its
+budget-forced evaluations (diamonds, joined in budget order by a dash-dot line: s1's curve beside the
+model's natural points) and its trajectory over training steps (a thin line through the metrics.jsonl
+evaluations). The Pareto frontier is a dashed step line (the best accuracy reachable with at most x
+tokens) with its points ringed in black. Every start, end and budget point carries its run's label (its overrides; those
 that every run shares are named once, above the panels).
 matplotlib and wandb are imported inside the functions that use them.
 """
@@ -15,7 +16,8 @@ import os
 import textwrap
 from rlrun.analysis.points import Curve, Point
 
-MARKERS = {"start": "o", "end": "o", "eval": "^", "step": "."}
+MARKERS = {"start": "o", "end": "o", "eval": "^", "forced": "D", "step": "."}
+LINES = {"eval": ":", "forced": "-."}  # a run's points over budgets, joined in budget order
 
 
 def shared_overrides(points: list[Point]) -> list[str]:
@@ -50,6 +52,8 @@ def _text(p, shared: list[str], prefix: str = "") -> str:
         text += " (start)"
     elif p.kind == "eval" and p.budget is not None:
         text += f" @{p.budget:g}"
+    elif p.kind == "forced":
+        text += f" forced@{p.budget:g}"
     return textwrap.fill(text, 36, break_long_words=False)
 
 
@@ -77,15 +81,16 @@ def _draw_runs(ax, points, curves, colours) -> None:
         if c.budget is None:
             ax.plot(c.mean_tokens, c.acc, "-", color=colours[c.run_dir], alpha=0.45, linewidth=1)
     for run_dir in dict.fromkeys(p.run_dir for p in points):
-        budgets = sorted((p for p in points if p.run_dir == run_dir and p.kind == "eval"),
-                         key=lambda p: (p.budget is None, p.budget or 0.0))
-        if len(budgets) > 1:
-            ax.plot([p.mean_tokens for p in budgets], [p.acc for p in budgets], ":",
-                    color=colours[run_dir], linewidth=1)
+        for kind, style in LINES.items():
+            budgets = sorted((p for p in points if p.run_dir == run_dir and p.kind == kind),
+                             key=lambda p: (p.budget is None, p.budget or 0.0))
+            if len(budgets) > 1:
+                ax.plot([p.mean_tokens for p in budgets], [p.acc for p in budgets], style,
+                        color=colours[run_dir], linewidth=1)
     for p in points:
         colour = colours[p.run_dir]
         face = "white" if p.kind == "start" else colour
-        size = {"start": 45, "end": 50, "eval": 50, "step": 15}[p.kind]
+        size = {"start": 45, "end": 50, "eval": 50, "forced": 35, "step": 15}[p.kind]
         ax.scatter([p.mean_tokens], [p.acc], marker=MARKERS[p.kind], s=size, facecolors=face,
                    edgecolors=colour, linewidths=1.2, zorder=3)
 
@@ -113,6 +118,9 @@ def _legend(ax, points, colours, shared: list[str], prefix: str) -> None:
         Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
                label="Pareto frontier"),
     ]
+    if any(p.kind == "forced" for p in points):
+        handles.insert(3, Line2D([], [], marker="D", linestyle="-.", color=grey,
+                                 label="thinking forced to end at a budget"))
     runs = {p.run_dir: _rest(p.label, shared)[len(prefix):] or "(shared overrides only)" for p in points}
     if 1 < len(runs) <= 10:
         handles += [Line2D([], [], marker="o", linestyle="", color=colours[d], label=textwrap.shorten(text, 40))
@@ -162,7 +170,7 @@ def method_lines(points: list[Point]) -> tuple[list[list[float]], list[list[floa
     series: dict[str, list[Point]] = {}
     for p in points:
         tag = f" [{p.benchmark}]" if len({q.benchmark for q in points}) > 1 else ""
-        series.setdefault(p.label + tag, []).append(p)
+        series.setdefault(p.label + (" (forced)" if p.kind == "forced" else "") + tag, []).append(p)
         if p.on_frontier:
             series.setdefault(f"Pareto frontier{tag}", []).append(p)
     xs, ys, keys = [], [], []

@@ -15,12 +15,13 @@ class Point:
     budget: float | None  # the token budget of the evaluation (a mean for the held-out eval)
     acc: float
     mean_tokens: float
-    kind: str  # start | step | end | eval
+    kind: str  # start | step | end | eval | forced (eval with the thinking forced to end at ``budget``)
     step: int | None
     run_dir: str
     truncated_frac: float | None = None
     on_frontier: bool = False
     aes: float | None = None  # against the run's start on the same benchmark
+    elr: float | None = None  # GFPO's excess length reduction against rlrun-pareto --elr-baseline
 
 
 @dataclass

@@ -102,6 +102,24 @@ def aes(acc: float, tokens: float, base_acc: float, base_tokens: float,
     return alpha * d_length - gamma * abs(d_acc)
 
 
+def excess_length_reduction(grpo_tokens: float, sft_tokens: float, tokens: float) -> float:
+    """GFPO's excess length reduction (Shrivastava et al., arXiv 2508.09726, Eq. 4; ALGORITHMS.md 2.2.3
+    and 5.3): the share of the length that GRPO added over its SFT start which a method removes,
+
+        ELR = (L_GRPO - L_method) / (L_GRPO - L_SFT)
+
+    with L the mean response tokens on one benchmark: 1 = back at the SFT model's length, 0 = GRPO's,
+    < 0 longer than GRPO, > 1 shorter than the SFT model. Only meaningful when GRPO made responses
+    longer: raises ValueError unless grpo_tokens > sft_tokens.
+    E.g. L_GRPO 200, L_SFT 120, L_method 150: 50 / 80 = 0.625; GFPO's token efficiency on AIME 24 (Table 1,
+    rounded lengths): (13.3k - 10.6k) / (13.3k - 10.1k) = 0.84375 (84.6 % printed, from unrounded lengths).
+    """
+    if not grpo_tokens > sft_tokens:
+        raise ValueError(f"ELR needs L_GRPO > L_SFT (the RL baseline longer than its SFT start), got "
+                         f"L_GRPO={grpo_tokens:g}, L_SFT={sft_tokens:g}")
+    return (grpo_tokens - tokens) / (grpo_tokens - sft_tokens)
+
+
 def length_deviation(lengths: Sequence[float] | torch.Tensor,
                      targets: Sequence[float] | torch.Tensor | float) -> float:
     """Mean absolute deviation of response lengths from their targets, in tokens:

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from rlrun.core.evaluation import (aes, aes_deltas, length_deviation, mean_pass_at_k, pareto_frontier,
-                                   pass_at_k, relative_length_error)
+from rlrun.core.evaluation import (aes, aes_deltas, excess_length_reduction, length_deviation, mean_pass_at_k,
+                                   pareto_frontier, pass_at_k, relative_length_error)
 
 
 @pytest.mark.parametrize("n, c, k, want", [
@@ -142,3 +142,22 @@ def test_pareto_frontier_matches_brute_force():
         return any(b >= a and u <= t and (b > a or u < t) for b, u in points)
 
     assert sorted(pareto_frontier(points)) == [i for i in range(len(points)) if not dominated(i)]
+
+
+@pytest.mark.parametrize("grpo, sft, method, want", [
+    (200.0, 120.0, 150.0, 0.625),  # (200 - 150) / (200 - 120) = 50 / 80
+    (200.0, 120.0, 200.0, 0.0),  # GRPO's own length
+    (200.0, 120.0, 120.0, 1.0),  # back at the SFT model's length
+    (200.0, 120.0, 100.0, 1.25),  # shorter than the SFT model
+    (200.0, 120.0, 240.0, -0.5),  # longer than GRPO
+    (13.3e3, 10.1e3, 10.6e3, 0.84375),  # GFPO Table 1, AIME 24, token efficiency (rounded lengths; 84.6 % printed)
+])
+def test_excess_length_reduction_hand_computed(grpo, sft, method, want):
+    assert excess_length_reduction(grpo, sft, method) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("grpo, sft", [(120.0, 120.0), (100.0, 120.0)])
+def test_excess_length_reduction_needs_grpo_longer_than_sft(grpo, sft):
+    with pytest.raises(ValueError, match=rf"^ELR needs L_GRPO > L_SFT \(the RL baseline longer than its SFT start\), "
+                                         rf"got L_GRPO={grpo:g}, L_SFT={sft:g}$"):
+        excess_length_reduction(grpo, sft, 110.0)

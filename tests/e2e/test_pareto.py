@@ -151,3 +151,90 @@ def test_wandb_lines_one_per_run_and_the_frontier():
     assert keys == ["a", "Pareto frontier", "b"]
     assert xs == [[300.0, 400.0], [100.0, 300.0], [100.0, 250.0]]
     assert ys == [[0.9, 0.8], [0.5, 0.9], [0.5, 0.7]]
+
+
+def test_forced_points_beside_the_natural_ones(tmp_path, capsys):
+    """A run with its end evaluated at a cap and with the thinking forced at 64 and 128: the forced
+    points are kind "forced" with their budgets, frontier candidates, drawn as their own line."""
+    from rlrun.analysis.pareto_plot import method_lines
+
+    run = tmp_path / "run"
+    forced = {"force_64": {"acc": 0.1, "mean_tokens": 90.0, "truncated_frac": 0.0},
+              "force_128": {"acc": 0.7, "mean_tokens": 130.0, "truncated_frac": 0.0},
+              "budget_256": {"acc": 0.95, "mean_tokens": 131.0, "truncated_frac": 0.0}}
+    _write_run(run, ["algo=grpo"], {"steps": 2, "start": _eval(0.9, 140, 256.0), "end": _eval(0.96, 130, 256.0),
+                                    "eval": {"heldout": forced}})
+    assert pareto.main([str(run), "--out", str(tmp_path)]) == 0
+    rows = _rows(tmp_path / "pareto.csv")
+    assert sorted((r["kind"], r["budget"], r["on_frontier"]) for r in rows) == [
+        ("end", "256", "True"), ("eval", "256", "False"), ("forced", "128", "False"), ("forced", "64", "True"),
+        ("start", "256", "False")]
+    assert "* heldout    forced 64  acc 0.100  tokens     90.0  algo=grpo" in capsys.readouterr().out
+    assert os.path.getsize(tmp_path / "pareto.png") > 1000
+    points, _ = pareto.collect([str(run)])
+    _, _, keys = method_lines(points)
+    assert keys == ["algo=grpo", "Pareto frontier", "algo=grpo (forced)"]
+
+
+def test_a_models_eval_json_is_read_as_its_points(tmp_path):
+    """rlrun-eval --out DIR of a model (no run): its budget and forced results, labelled by the model."""
+    out = tmp_path / "tiny_eval"
+    out.mkdir()
+    (out / "eval.json").write_text(json.dumps({"model": "tiny", "eval": {"arith": {
+        "budget_256": {"acc": 0.96, "mean_tokens": 130.0}, "force_64": {"acc": 0.01, "mean_tokens": 100.0}}}}))
+    assert pareto.main([str(out)]) == 0
+    rows = _rows(tmp_path / "pareto.csv")
+    assert sorted((r["label"], r["benchmark"], r["kind"], r["budget"]) for r in rows) == [
+        ("tiny", "arith", "eval", "256"), ("tiny", "arith", "forced", "64")]
+
+
+def _elr_runs(tmp_path, grpo_start=120.0, grpo_end=200.0):
+    """A GRPO run (held-out start L_SFT, end L_GRPO) and a length method's run from the same start."""
+    sweep = tmp_path / "sweep"
+    _write_run(sweep / "0", ["algo=grpo"], {"steps": 10, "start": _eval(0.8, grpo_start), "end": _eval(0.85, grpo_end),
+                                            "eval": {"aime24": {"budget_512": {"acc": 0.2, "mean_tokens": 500.0}}}})
+    _write_run(sweep / "1", ["algo=gfpo"], {"steps": 10, "start": _eval(0.8, 120.0), "end": _eval(0.84, 150.0)})
+    return sweep
+
+
+@pytest.mark.parametrize("by", ["label", "run dir"])
+def test_elr_against_a_named_grpo_run(tmp_path, capsys, by):
+    # ELR = (L_GRPO - L) / (L_GRPO - L_SFT): gfpo's end (200 - 150) / (200 - 120) = 0.625; grpo's own
+    # end 0, every start (120) 1; aime24 has no start: no ELR there
+    sweep = _elr_runs(tmp_path)
+    assert pareto.main([str(sweep), "--elr-baseline", "algo=grpo" if by == "label" else str(sweep / "0")]) == 0
+    rows = _rows(sweep / "pareto.csv")
+    elr = {(r["label"], r["benchmark"], r["kind"]): r["elr"] for r in rows}
+    assert elr == {("algo=grpo", "heldout", "start"): "1", ("algo=grpo", "heldout", "end"): "0",
+                   ("algo=gfpo", "heldout", "start"): "1", ("algo=gfpo", "heldout", "end"): "0.625",
+                   ("algo=grpo", "aime24", "eval"): ""}
+    printed = capsys.readouterr().out
+    assert "heldout    end        acc 0.840  tokens    150.0  ELR  0.625  algo=gfpo" in printed
+    assert "ELR on heldout = (L_GRPO - L)/(L_GRPO - L_SFT) with L_GRPO 200.0 (the baseline's end) and L_SFT " \
+           "120.0 (its start)" in printed
+    assert "ELR on aime24: none (the baseline run has no start and end evaluation on it)" in printed
+    with open(sweep / "pareto.json") as f:
+        assert json.load(f)["elr_baseline"] == str(sweep / "0")
+
+
+def test_elr_is_left_out_when_the_baseline_did_not_grow_longer(tmp_path, capsys):
+    sweep = _elr_runs(tmp_path, grpo_start=200.0, grpo_end=180.0)
+    assert pareto.main([str(sweep), "--elr-baseline", "algo=grpo"]) == 0
+    assert all(r["elr"] == "" for r in _rows(sweep / "pareto.csv"))
+    assert ("ELR on heldout: none (the baseline's end, 180.0 tokens, is not longer than its start, 200.0: "
+            "ELR measures how much of an RL run's length growth a method removes)") in capsys.readouterr().out
+
+
+def test_elr_baseline_outside_the_sweep_is_read_too_and_a_bad_one_is_one_line(tmp_path, capsys):
+    sweep = _elr_runs(tmp_path)
+    grpo = tmp_path / "grpo_run"
+    _write_run(grpo, None, {"steps": 10, "start": _eval(0.8, 100.0), "end": _eval(0.85, 300.0)})
+    assert pareto.main([str(sweep / "1"), "--elr-baseline", str(grpo), "--out", str(tmp_path / "o")]) == 0
+    elr = {(r["label"], r["kind"]): r["elr"] for r in _rows(tmp_path / "o" / "pareto.csv")}
+    assert elr[("algo=gfpo", "end")] == "0.75"  # (300 - 150) / (300 - 100)
+    with pytest.raises(SystemExit) as exc:
+        pareto.main([str(sweep), "--elr-baseline", "algo=nonesuch"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --elr-baseline=algo=nonesuch is neither a run dir (with summary.json, metrics.jsonl or eval.json) "
+        "nor the label of one of the runs (algo=gfpo; algo=grpo)")
