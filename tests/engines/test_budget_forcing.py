@@ -17,6 +17,7 @@ from rlrun.tasks.arith import ArithProblems
 from rlrun.tasks.tiny_model import tiny_model_spec
 from rlrun.types import ContinuesFromIds, Sampling
 
+pytestmark = pytest.mark.both_venvs  # also in .venv-vllm's transformers (make test-vllm)
 GREEDY = Sampling(temperature=0.0)
 
 

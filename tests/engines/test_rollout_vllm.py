@@ -249,3 +249,30 @@ def test_the_tolerance_is_chosen_by_dtype_and_a_bad_one_is_one_line():
         tolerance_for("float32", {"float32": {"max": -1.0, "mean": 1e-5}})
     with pytest.raises(ValueError, match=r"must be \{max: <positive>, mean: <positive>\}$"):
         tolerance_for("float32", {"float32": {"max": 1e-4}})
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed (make test-vllm)")
+def test_budget_forcing_gives_the_hf_engines_greedy_responses(engine, problems):
+    """rlrun.runtime.forcing over both engines (two phases over generate and generate_from; vLLM's own
+    thinking_token_budget does another thing: docs/data-and-evaluation.md), greedy on the tiny model:
+    the same completions at budgets that cut the thinking (48, 64), cut the marker "</think>" mid-way
+    (100) and leave the response alone (200); natural thinking is 96-97 tokens."""
+    from rlrun.engines.model import load_model
+    from rlrun.engines.rollout.hf import HFRollout
+    from rlrun.runtime.forcing import BudgetForced
+    from rlrun.tasks.tiny_model import tiny_model_spec
+    from rlrun.types import ContinuesFromIds, Sampling
+
+    engine.load_weights(load_model(tiny_model_spec()).state_dict())  # whatever earlier tests left in it
+    hf = HFRollout(tiny_model_spec())
+    assert isinstance(engine, ContinuesFromIds)
+    assert (engine.think_end_ids, engine.answer_cue_ids) == (hf.think_end_ids, hf.answer_cue_ids)
+    greedy = Sampling(temperature=0.0)
+    for budget in (48, 64, 100, 200):
+        mine = BudgetForced(engine, answer_tokens=24).generate(problems, 1, [budget] * 4, greedy)
+        theirs = BudgetForced(hf, answer_tokens=24).generate(problems, 1, [budget] * 4, greedy)
+        assert mine.completion_ids == theirs.completion_ids, budget
+        assert mine.texts == theirs.texts and mine.truncated_N.tolist() == theirs.truncated_N.tolist()
+        assert mine.thinking_tokens_N.tolist() == theirs.thinking_tokens_N.tolist()
+    assert mine.thinking_tokens_N.tolist() == [96, 96, 97, 97]  # 200: the plain greedy responses
