@@ -15,6 +15,9 @@ advantage, loss, filter, prompt transform, curriculum) from the composed config.
   options (algo-reward, algo-curriculum, reward-curriculum) occurs at least once, with the tiny
   model's full ~130-token answers (97 % correct), so correct rollouts, length preferences and
   budgets meet each other for real.
+- ``test_loss_option_with_every_reward_and_filter``: each loss option that is no algorithm's own
+  (``algo.loss=gspo|luspo|cispo|sapo``) with every reward once, the filter-bearing algorithms and the
+  curricula in turn (24 cells per loss, as in the first pass).
 
 A cell's config is the base config with the three groups' nodes put in from the composed option
 (composing 1300 configs through Hydra takes ~2 min); ``test_transplanted_config_equals_composed``
@@ -72,8 +75,9 @@ INVALID = [c for c in CELLS if expected_error(*c) is not None]
 
 
 @cache
-def option_node(group: str, option: str):
-    return compose([f"{group}={option}", *BASE])[group]
+def option_node(group: str, option: str, loss: str | None = None):
+    """A group's composed node; ``loss`` (algo only) chooses the loss option (``algo/loss=<loss>``)."""
+    return compose([f"{group}={option}", *([f"algo/loss={loss}"] if loss else []), *BASE])[group]
 
 
 @cache
@@ -81,10 +85,10 @@ def base_config(*overrides: str):
     return compose([*BASE, *overrides])
 
 
-def cell_config(cell: tuple[str, str, str], *overrides: str):
+def cell_config(cell: tuple[str, str, str], *overrides: str, loss: str | None = None):
     cfg = base_config(*overrides).copy()
     for group, option in zip(GROUPS, cell):
-        cfg[group] = option_node(group, option)
+        cfg[group] = option_node(group, option, loss if group == "algo" else None)
     for option in cell:
         for key, value in SETTINGS.get(option, {}).items():
             if OmegaConf.select(cfg, key) is not None:
@@ -107,8 +111,8 @@ def shared_engines(*overrides: str):
     return run.rollout, run.trainer
 
 
-def run_two_steps(cell, out_dir: Path, *overrides: str) -> list[dict]:
-    run = build_run(cell_config(cell, *overrides), str(out_dir), engines=shared_engines(*overrides))
+def run_two_steps(cell, out_dir: Path, *overrides: str, loss: str | None = None) -> list[dict]:
+    run = build_run(cell_config(cell, *overrides, loss=loss), str(out_dir), engines=shared_engines(*overrides))
     checkpoint.seed_all(0)
     cache_: dict = {}
     try:
@@ -179,6 +183,40 @@ def test_pairwise_combinations_run_on_real_answers(tmp_path):
     assert correct > 0  # real answers met the pieces
 
 
+# the loss options that are not an algo's own (conf/algo/loss/: the clipped ones run with their algos above)
+NEW_LOSSES = ("gspo", "luspo", "cispo", "sapo")
+FILTER_ALGOS = ("gfpo", "gfpo_efficiency", "gfpo_adaptive", "dapo", "dler")
+
+
+def loss_cells(loss: str) -> list[tuple[str, str, str]]:
+    """The loss option with every reward once, the filter-bearing algos and the curricula in turn (a
+    reward that needs another algo or curriculum gets the first that makes the cell valid): every
+    (loss, reward) and every (loss, filter algo) pair in 24 cells per loss, not the full matrix."""
+    cells, shift = [], NEW_LOSSES.index(loss)  # each loss starts the rotation elsewhere
+    for turn, reward in enumerate(OPTIONS["reward"], start=shift):
+        k = turn % len(FILTER_ALGOS)
+        algos = FILTER_ALGOS[k:] + FILTER_ALGOS[:k] + ("lcpo",)  # lcpo: the L1 rewards need it
+        curricula = OPTIONS["curriculum"][turn % len(OPTIONS["curriculum"]):] + OPTIONS["curriculum"]
+        cells.append(next((a, reward, c) for a in algos for c in curricula if expected_error(a, reward, c) is None))
+    return cells
+
+
+@pytest.mark.parametrize("loss", NEW_LOSSES)
+def test_loss_option_with_every_reward_and_filter(loss, tmp_path):
+    cells = loss_cells(loss)
+    assert {r for _, r, _ in cells} == set(OPTIONS["reward"]) and {a for a, _, _ in cells} >= set(FILTER_ALGOS)
+    failures = []
+    for i, cell in enumerate(cells):
+        try:
+            lines = run_two_steps(cell, tmp_path / str(i), *FAST, loss=loss)
+            check_lines(cell, lines)
+            assert all(math.isfinite(line["loss/policy"]) for line in lines if "loss/policy" in line), cell
+        except Exception as exc:
+            failures.append(f"algo={cell[0]} algo.loss={loss} reward={cell[1]} curriculum={cell[2]}: "
+                            f"{type(exc).__name__}: {exc}")
+    assert not failures, f"{len(failures)} of {len(cells)} cells failed:\n" + "\n".join(failures[:20])
+
+
 @pytest.mark.parametrize("cell", INVALID[:: max(1, len(INVALID) // 40)] + [("grpo", "triangular", "none")],
                          ids=lambda c: "-".join(c))
 def test_invalid_combination_fails_at_start_with_its_reason(cell, tmp_path):
@@ -200,11 +238,12 @@ def test_every_invalid_combination_is_refused(tmp_path):
 
 def test_transplanted_config_equals_composed():
     rng = random.Random(1)
-    for cell in rng.sample(CELLS, 12) + [("lcpo", "l1_exact", "budget_exponential")]:
-        composed = compose([f"{g}={o}" for g, o in zip(GROUPS, cell)] + BASE)
-        ours = cell_config(cell)
+    cells = [(cell, None) for cell in rng.sample(CELLS, 12) + [("lcpo", "l1_exact", "budget_exponential")]]
+    for cell, loss in cells + [(loss_cells(loss)[0], loss) for loss in NEW_LOSSES]:  # a loss option too
+        composed = compose([f"{g}={o}" for g, o in zip(GROUPS, cell)] + ([f"algo/loss={loss}"] if loss else []) + BASE)
+        ours = cell_config(cell, loss=loss)
         for option in cell:  # the SETTINGS this test adds on purpose
             for key in SETTINGS.get(option, {}):
                 if OmegaConf.select(ours, key) is not None:
                     OmegaConf.update(composed, key, OmegaConf.select(ours, key))
-        assert OmegaConf.to_container(ours) == OmegaConf.to_container(composed), cell
+        assert OmegaConf.to_container(ours) == OmegaConf.to_container(composed), (cell, loss)

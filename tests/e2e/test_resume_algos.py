@@ -1,13 +1,14 @@
 """Every algorithm, reward and curriculum option resumes exactly: 4 steps straight equal 2 steps, a
 checkpoint, fresh pieces restored from it, and 2 more steps (stateful filters, advantages, reward
 terms and curricula included). In process, scanning conf/, so a new option is covered without
-touching this file."""
+touching this file; so is a loss option that no algo takes by default (``algo/loss=...``)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from rlrun.runtime import dist, loop
 from rlrun.wiring.cli import compose
@@ -23,6 +24,21 @@ COMPANIONS = {
 }
 OPTIONS = [f"{group}={p.stem}" for group in ("algo", "reward", "curriculum")
            for p in sorted((CONF / group).glob("*.yaml"))]
+
+
+def algo_own_losses() -> set[str]:
+    """The loss options an algo takes by default (``- loss: <option>`` in conf/algo/*.yaml): resumed with it."""
+    found = set()
+    for path in (CONF / "algo").glob("*.yaml"):
+        for item in OmegaConf.load(path).get("defaults") or []:
+            if isinstance(item, DictConfig) and "loss" in item:
+                found.add(str(item["loss"]))
+    return found
+
+
+# the other loss options (conf/algo/loss/), with the default algo: algo.loss=<option> is algo/loss=<option>
+OPTIONS += [f"algo/loss={p.stem}" for p in sorted((CONF / "algo" / "loss").glob("*.yaml"))
+            if p.stem not in algo_own_losses()]
 
 
 def run_to_end(overrides: list[str], out_dir: Path) -> list[dict]:
