@@ -80,3 +80,12 @@ def test_bad_forced_budgets_exit_with_one_line(args, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("rlrun-eval: error: ")
+
+
+def test_the_documented_forcing_command_and_its_numbers(tmp_path):
+    """docs/data-and-evaluation.md's `rlrun-eval --model tiny --force-budgets 64,96,128` (256 sums, T=1,
+    seed 0): accuracy rises with the forced budget and stays below the natural point's."""
+    got = run_eval(tmp_path, "--force-budgets", "64,96,128")["eval"]["arith"]
+    acc = [got[key]["acc"] for key in ("force_64", "force_96", "force_128", "budget_256")]
+    assert acc == pytest.approx([0.008, 0.465, 0.691, 0.965], abs=0.0025)  # printed to 3 decimals in the docs
+    assert [got[f"force_{n}"]["thinking_mean_tokens"] <= n for n in (64, 96, 128)] == [True] * 3
