@@ -174,7 +174,9 @@ def test_yaml_files_build_what_they_name():
     assert dapo["filter"] == {"_target_": "rlrun.core.dapo.DynamicSampling", "metric": "acc",
                               "max_rounds": 10, "when_short": "train"}
     assert dapo["train_rows"] == {"_target_": "rlrun.core.dapo.NotTruncated"}  # overlong filtering
-    assert (dapo["loss"]["clip_low"], dapo["loss"]["clip_high"], dapo["loss"]["kl_coef"],
-            dapo["loss"]["aggregation"]) == (0.2, 0.28, 0.0, "token_mean")
+    # the loss: the option it names (conf/algo/loss/clip_higher.yaml), then its own keys
+    assert {"loss": "clip_higher"} in dapo["defaults"]
+    loss = {**yaml.safe_load((CONF / "algo" / "loss" / "clip_higher.yaml").read_text()), **dapo["loss"]}
+    assert (loss["clip_low"], loss["clip_high"], loss["kl_coef"], loss["aggregation"]) == (0.2, 0.28, 0.0, "token_mean")
     soft = yaml.safe_load((CONF / "reward" / "overlong_soft.yaml").read_text())
     assert soft["terms"]["overlong_soft"]["fn"]["_target_"] == "rlrun.core.dapo.OverlongSoftPunishment"

@@ -81,6 +81,8 @@ def test_the_option_uses_the_constant_normaliser_of_the_budget():
     conf = Path(__file__).resolve().parents[2] / "conf"
     algo = yaml.safe_load((conf / "algo" / "dr_grpo.yaml").read_text())
     assert algo["advantage"]["_target_"] == "rlrun.core.advantages.GroupCentered"
-    assert algo["loss"]["aggregation"] == "seq_mean_token_sum_norm"
-    assert algo["loss"]["norm_constant"] == "${curriculum.max_new_tokens}"
-    assert algo["loss"]["kl_coef"] == 0.0
+    assert {"loss": "clipped_sum_norm"} in algo["defaults"]  # the loss option, then the algo's own keys
+    loss = {**yaml.safe_load((conf / "algo" / "loss" / "clipped_sum_norm.yaml").read_text()), **algo["loss"]}
+    assert loss["aggregation"] == "seq_mean_token_sum_norm"
+    assert loss["norm_constant"] == "${curriculum.max_new_tokens}"
+    assert loss["kl_coef"] == 0.0

@@ -288,6 +288,9 @@ def test_yaml_files_build_the_paper_defaults():
     from omegaconf import OmegaConf
 
     algo = OmegaConf.create({"seed": 7, "algo": OmegaConf.load(CONF / "algo" / "lcpo.yaml")}).algo
+    # the loss: the option lcpo names (conf/algo/loss/clipped_token_mean.yaml), then its own keys
+    assert {"loss": "clipped_token_mean"} in OmegaConf.to_container(algo.defaults)
+    algo.loss = OmegaConf.merge(OmegaConf.load(CONF / "algo" / "loss" / "clipped_token_mean.yaml"), algo.loss)
     prompts = instantiate(algo.prompts)
     assert (prompts.seed, prompts.min_tokens, prompts.max_tokens, prompts.max_fraction) == (7, 100, 4000, 0.0)
     loss = instantiate(algo.loss)
