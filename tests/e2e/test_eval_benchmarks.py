@@ -19,8 +19,9 @@ from rlrun.analysis.pareto import summary_points
 from rlrun.wiring.build import build_run
 from rlrun.wiring.settings import validate
 
-KEYS = {"acc", "mean_tokens", "truncated_frac", "budget_mean_tokens",
-        "budget_16/acc", "budget_16/mean_tokens", "budget_16/truncated_frac"}
+KEYS = {"acc", "mean_tokens", "truncated_frac", "budget_mean_tokens", "thinking_mean_tokens", "answer_mean_tokens",
+        "budget_16/acc", "budget_16/mean_tokens", "budget_16/truncated_frac", "budget_16/thinking_mean_tokens",
+        "budget_16/answer_mean_tokens"}
 VERIFY_KEYS = {"verify_errors", "verify_timeouts", "verify_checked"}  # math-verify's counts
 
 
@@ -48,7 +49,8 @@ def test_in_loop_eval_on_the_held_out_split_and_two_benchmarks(tmp_path):
     assert set(summary["eval"]) == {"heldout", "arith", "aime24"}
     assert set(summary["eval"]["heldout"]) == {"budget_16"}
     assert set(summary["eval"]["arith"]) == set(summary["eval"]["aime24"]) == {"budget_16", "end"}
-    assert summary["eval"]["arith"]["budget_16"] == {"acc": 0.0, "mean_tokens": 16.0, "truncated_frac": 1.0}
+    assert summary["eval"]["arith"]["budget_16"] == {"acc": 0.0, "mean_tokens": 16.0, "truncated_frac": 1.0,
+                                                  "thinking_mean_tokens": 16.0, "answer_mean_tokens": 0.0}
     assert summary["eval"]["arith"]["end"]["budget_mean_tokens"] == 32.0
     assert summary["eval"]["aime24"]["end"]["verify_errors"] == 0.0
     # rlrun-pareto's reading: held-out start/end/@16, arith and aime24 @16 and their end points
