@@ -15,8 +15,9 @@ from rlrun.types import StepBatch
 
 
 def canon_length(batch: StepBatch) -> torch.Tensor:
-    """The length CANON splits by: ``length_tokens_N`` (response tokens, EOS not counted). One
-    function so that the length source can be switched (e.g. to the thinking span) in one place."""
+    """The length CANON splits by: ``length_tokens_N`` (response tokens, EOS not counted), which
+    follows ``length.span`` (the loop puts the thinking span there under ``length.span=thinking``,
+    ``rlrun.runtime.sampling.counted``). One function, so that the source is chosen in one place."""
     return batch.length_tokens_N
 
 
