@@ -131,17 +131,20 @@ bench-trl: $(STAMP)
 
 ## compare-embedded: the length methods on the built-in task from one warm start, each over COMPARE_SEEDS
 ## seeds, as one Hydra multirun (conf/experiment/compare/), then the table (compare.md/csv/json: mean ± std
-## over the seeds), the plot with error bars (compare.png) and the Pareto plot of every run
+## over the seeds), the plot with error bars (compare.png) beside the warm start's budget-forced curve
+## (rlrun-eval --force-budgets COMPARE_FORCED) and the Pareto plot of every run
 ifndef COMPARE_DIR
 COMPARE_DIR := outputs/compare-embedded/$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
 COMPARE_METHODS ?= grpo_correct grpo_kimi drpo gfpo lcpo laser_d grpo_budget sar pear canon gspo
 COMPARE_SEEDS ?= 3
+COMPARE_FORCED ?= 64,96,128,160
 comma := ,
 compare-embedded: $(STAMP)
 	$(BIN)/rlrun -m experiment=$(subst $(eval) ,$(comma),$(addprefix compare/,$(COMPARE_METHODS))) seed=$(shell seq -s, 0 $$(($(COMPARE_SEEDS)-1))) hydra.sweep.dir=$(COMPARE_DIR)
-	$(BIN)/python scripts/compare_embedded.py $(COMPARE_DIR)
-	$(BIN)/rlrun-pareto $(COMPARE_DIR)
+	$(BIN)/rlrun-eval --model tiny_compare --data arith --budgets 256 --force-budgets $(COMPARE_FORCED) --out $(COMPARE_DIR)/forced
+	$(BIN)/python scripts/compare_embedded.py $(COMPARE_DIR) --forced $(COMPARE_DIR)/forced/eval.json
+	$(BIN)/rlrun-pareto $(COMPARE_DIR) $(COMPARE_DIR)/forced
 
 ## repro-<paper>: a paper's own setting (conf/experiment/repro/<paper>/, ALGORITHMS.md 6) and
 ## repro-<paper>-small: the smallest honest one on one GPU (conf/experiment/repro/<paper>_small/, 7):

@@ -43,7 +43,8 @@ from rlrun.tasks.eval_sets import benchmark, check_benchmark
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="rlrun-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="tiny, a checkpoint dir, or a Hugging Face model dir")
+    p.add_argument("--model", required=True,
+                   help="tiny (or tiny_compare), a checkpoint dir, or a Hugging Face model dir")
     p.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
     p.add_argument("--chat-format", choices=("plain", "chatml", "deepseek_r1"),
                    help="how the prompt is put to the model (default: a checkpoint's own run's, else plain)")
@@ -91,17 +92,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_spec(model: str, tokenizer: str | None, chat: dict | None = None):
-    """``(ModelSpec, run dir or None)`` for ``tiny``, an rlrun checkpoint, or a model directory;
+    """``(ModelSpec, run dir or None)`` for ``tiny`` (or ``tiny_compare``, make compare-embedded's warm
+    start), an rlrun checkpoint, or a model directory;
     ``chat``: ModelSpec's chat fields given on the command line (over a checkpoint's own)."""
     chat = chat or {}
     from rlrun.engines.model import ModelSpec
-    from rlrun.tasks.tiny_model import tiny_model_spec
+    from rlrun.tasks.tiny_model import tiny_compare_spec, tiny_model_spec
 
-    if model == "tiny":
+    if model in ("tiny", "tiny_compare"):
         if chat:
-            raise SystemExit("rlrun-eval: error: --model tiny is plain text (no chat format); leave out "
+            raise SystemExit(f"rlrun-eval: error: --model {model} is plain text (no chat format); leave out "
                              "--chat-format/--system-prompt/--generation-suffix")
-        return tiny_model_spec(), None
+        return (tiny_model_spec() if model == "tiny" else tiny_compare_spec()), None
     path = Path(model)
     if (path / "model").is_dir():  # a checkpoint rlrun wrote: <run>/checkpoints/step_N/
         tok = tokenizer or (str(path / "tokenizer") if (path / "tokenizer").is_dir() else None)
