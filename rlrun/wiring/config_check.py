@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import functools
 import importlib.resources
 import inspect
 import types
@@ -38,7 +39,13 @@ def config_groups() -> dict[str, list[str]]:
     option in a sub-folder is named with its path, as Hydra selects it (``experiment=compare/drpo``).
     A sub-folder that an option's defaults list names (``- loss: clipped`` in ``algo/grpo.yaml``) is a
     nested group of its own, ``algo/loss``, chosen as ``algo/loss=<option>``, not options of ``algo``.
-    ``hydra/`` is not one: it holds options of Hydra's own groups (``hydra/launcher=slurm``)."""
+    ``hydra/`` is not one: it holds options of Hydra's own groups (``hydra/launcher=slurm``).
+    Read once per process (every run's validation asks; the shipped files do not change)."""
+    return {group: list(options) for group, options in _config_groups()}
+
+
+@functools.cache
+def _config_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
     root = importlib.resources.files("rlrun.conf")
     groups: dict[str, list[str]] = {}
     for entry in root.iterdir():
@@ -47,7 +54,7 @@ def config_groups() -> dict[str, list[str]]:
             groups[entry.name] = sorted(_options(entry, skip=nested))
             for name in nested:
                 groups[f"{entry.name}/{name}"] = sorted(_options(entry / name))
-    return dict(sorted(groups.items()))
+    return tuple((group, tuple(options)) for group, options in sorted(groups.items()))
 
 
 def nested_groups(folder) -> list[str]:
@@ -57,8 +64,11 @@ def nested_groups(folder) -> list[str]:
     subfolders = {f.name for f in folder.iterdir() if f.is_dir() and not f.name.startswith(("_", "."))}
     found: set[str] = set()
     for f in folder.iterdir():
-        if f.name.endswith(".yaml"):
-            defaults = OmegaConf.create(f.read_text()).get("defaults") or []
+        if f.name.endswith(".yaml") and subfolders:
+            text = f.read_text()
+            if not any(f"{name}:" in text for name in subfolders):  # names none of them: not parsed
+                continue
+            defaults = OmegaConf.create(text).get("defaults") or []
             for item in defaults:
                 keys = item.keys() if isinstance(item, DictConfig) else []
                 found.update(str(k) for k in keys if str(k) in subfolders)
