@@ -74,7 +74,7 @@ def test_spec_installs_shipped_weights_and_loads_them(monkeypatch, tmp_path):
     monkeypatch.setenv("RLRUN_CACHE", str(tmp_path))
     spec = tiny_model.tiny_model_spec(dtype="float32")
     target = tmp_path / "tiny-arith-v1"
-    assert spec == ModelSpec(str(target / "model"), str(target / "tokenizer"), "float32")
+    assert spec == ModelSpec(str(target / "model"), str(target / "tokenizer"), "float32", answer_cue="\n")
     shipped = (tiny_model.SHIPPED_DIR / "model" / "model.safetensors").read_bytes()
     assert (target / "model" / "model.safetensors").read_bytes() == shipped
     assert not (target / "tokenizer" / "config.json").exists()
