@@ -149,6 +149,18 @@ class StepBatch:
         return self._spans()[1]
 
     def _spans(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(thinking, answer), found once per batch object: the metrics, PEAR and every length term
+        under ``length.span=thinking`` ask (kept outside the fields; recomputed if the columns it
+        reads are replaced)."""
+        key = (id(self.completion_ids), id(self.truncated_N), id(self.length_tokens_N), self.think_end_ids)
+        cached = self.__dict__.get("_span_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        spans = self._find_spans()
+        self.__dict__["_span_cache"] = (key, spans)
+        return spans
+
+    def _find_spans(self) -> tuple[torch.Tensor, torch.Tensor]:
         length = self.response_tokens_N
         if self.completion_ids is None or not self.think_end_ids:
             return length.clone(), torch.zeros_like(length)

@@ -60,14 +60,16 @@ class ModelSpec:
     def think_end_ids(self, tokenizer) -> tuple[int, ...]:
         """The token ids of ``think_end`` (one special token for Qwen3 and R1-distill tokenizers,
         several for the tiny model's characters): what :attr:`StepBatch.thinking_tokens_N` looks for."""
-        return tuple(tokenizer(self.think_end, add_special_tokens=False)["input_ids"])
+        return _ids(tokenizer, self.think_end)
 
     def answer_cue_ids(self, tokenizer) -> tuple[int, ...]:
         """The token ids of ``answer_cue`` (empty for an empty cue): what a budget-forced
         evaluation writes after ``think_end`` (rlrun.runtime.forcing)."""
-        if not self.answer_cue:
-            return ()
-        return tuple(tokenizer(self.answer_cue, add_special_tokens=False)["input_ids"])
+        return _ids(tokenizer, self.answer_cue)
+
+
+def _ids(tokenizer, text: str) -> tuple[int, ...]:
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
 
 
 class ModelError(ValueError):

@@ -64,3 +64,12 @@ def test_counted_thinking_span_feeds_every_length():
     assert sub.length_span == "thinking" and sub.sampled_tokens_N.tolist() == [4]
     with pytest.raises(ValueError, match="length.span='answer'"):
         counted(b, "answer")
+
+
+def test_spans_found_once_and_again_when_their_columns_change():
+    b = batch([[5, 7, 8, 9, EOS]], [False])
+    first = b.thinking_tokens_N
+    assert b.answer_tokens_N.tolist() == [1] and b._spans()[0] is first  # one search for both
+    b.completion_ids = [[5, 5, 7, 8, 9, EOS]]  # a replaced column: searched again
+    b.length_tokens_N = torch.tensor([5])
+    assert b.thinking_tokens_N.tolist() == [2] and b.answer_tokens_N.tolist() == [1]
