@@ -167,27 +167,26 @@ def test_effective_token_weights_ex3(mode, want):
 
 
 # ---------------------------------------------------------------- micro-batches with the global norm
-def _random_batch(seed: int):
+def _random_batch(seed: int, spread: float = 1.0):
+    """7 rows of 0-6 tokens (one empty); log-probs within ±spread/2 of pi_old's (some ratios clip)."""
     gen = torch.Generator().manual_seed(seed)
     n, t = 7, 6
     lengths = torch.tensor([6, 1, 0, 4, 3, 6, 2])
     mask = (torch.arange(t) < lengths[:, None]).to(F64)
     old = -torch.rand(n, t, generator=gen, dtype=F64) * 3
-    logp0 = old + (torch.rand(n, t, generator=gen, dtype=F64) - 0.5)  # ratios in e^±0.5: some clipped
+    logp0 = old + (torch.rand(n, t, generator=gen, dtype=F64) - 0.5) * spread
     ref = old + (torch.rand(n, t, generator=gen, dtype=F64) - 0.5)
     adv = torch.randn(n, generator=gen, dtype=F64)
     batch = StepBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref, norm=loss_norm(mask))
     return logp0, batch
 
 
-@pytest.mark.parametrize("mode", AGGREGATIONS)
-def test_micro_batches_add_up_to_full_batch(mode):
-    logp0, batch = _random_batch(0)
-    loss_fn = ClippedSurrogate(kl_coef=0.1, dual_clip=1.5, aggregation=mode, norm_constant=5.0)
+def check_micro_batches_add_up(loss_fn, logp0: torch.Tensor, batch: StepBatch):
+    """The loss, its gradient and its statistics over micro-batches of whole rows, with the
+    mini-batch's denominators, equal those of the whole batch; returns the whole batch's (loss, stats)."""
     full_logp = logp0.clone().requires_grad_(True)
     full_loss, full_stats = loss_fn(full_logp, batch)
     full_loss.backward()
-
     micro_logp = logp0.clone().requires_grad_(True)
     total = torch.zeros((), dtype=F64)
     sums = {k: torch.zeros((), dtype=F64) for k in full_stats}
@@ -201,6 +200,14 @@ def test_micro_batches_add_up_to_full_batch(mode):
     assert_close(micro_logp.grad, full_logp.grad)
     for key, value in full_stats.items():
         assert_close(sums[key], value)
+    return full_loss, full_stats
+
+
+@pytest.mark.parametrize("mode", AGGREGATIONS)
+def test_micro_batches_add_up_to_full_batch(mode):
+    logp0, batch = _random_batch(0)
+    loss_fn = ClippedSurrogate(kl_coef=0.1, dual_clip=1.5, aggregation=mode, norm_constant=5.0)
+    _, full_stats = check_micro_batches_add_up(loss_fn, logp0, batch)
     assert 0.0 < full_stats["ppo/clip_frac"].item() < 1.0
 
 

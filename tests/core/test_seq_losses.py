@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from rlrun.core.losses import AGGREGATIONS, ClippedSurrogate, k3, loss_norm
+from rlrun.core.losses import AGGREGATIONS, ClippedSurrogate, k3
 from rlrun.core.seq_losses import CISPO, GSPO, LUSPO, SAPO, sequence_log_ratio
 from rlrun.types import StepBatch
+from test_losses import _random_batch as random_batch, check_micro_batches_add_up  # tests/core's shared checks
 
 F64 = torch.float64
 
@@ -176,14 +177,7 @@ LOSSES = [
 
 
 def _random_batch(seed: int):
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.tensor([6, 1, 0, 4, 3, 6, 2])
-    mask = (torch.arange(6) < lengths[:, None]).to(F64)
-    old = -torch.rand(7, 6, generator=gen, dtype=F64) * 3
-    logp0 = old + (torch.rand(7, 6, generator=gen, dtype=F64) - 0.5) * 0.5
-    ref = old + (torch.rand(7, 6, generator=gen, dtype=F64) - 0.5)
-    adv = torch.randn(7, generator=gen, dtype=F64)
-    return logp0, StepBatch(mask_NT=mask, old_logp_NT=old, advantages_N=adv, ref_logp_NT=ref, norm=loss_norm(mask))
+    return random_batch(seed, spread=0.5)
 
 
 @pytest.mark.parametrize("mode", AGGREGATIONS)
@@ -191,21 +185,7 @@ def _random_batch(seed: int):
 def test_micro_batches_add_up_to_full_batch(make, mode):
     logp0, batch = _random_batch(0)
     loss_fn = make(mode)
-    full = logp0.clone().requires_grad_(True)
-    full_loss, full_stats = loss_fn(full, batch)
-    full_loss.backward()
-    micro = logp0.clone().requires_grad_(True)
-    total, sums = 0.0, {k: 0.0 for k in full_stats}
-    for rows in ([0, 1, 2], [3], [4, 5, 6]):  # rows are whole inside a micro-batch
-        index = torch.tensor(rows)
-        loss, stats = loss_fn(micro[index], batch.select(index))
-        loss.backward()
-        total = total + loss.detach()
-        sums = {k: sums[k] + stats[k] for k in sums}
-    assert_close(total, full_loss.detach())
-    assert_close(micro.grad, full.grad)
-    for key, value in full_stats.items():
-        assert_close(sums[key], value)
+    full_loss, full_stats = check_micro_batches_add_up(loss_fn, logp0, batch)
     # the KL term is β·agg(k3) with the loss's own aggregation
     want_kl = loss_fn._reduce(k3(logp0, batch.ref_logp_NT), batch.mask_NT, batch.norm)
     assert_close(full_stats["loss/kl"], want_kl)
