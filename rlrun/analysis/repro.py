@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,8 +80,20 @@ def composed(name: str, extra: list[str]) -> dict[str, object]:
     for arm in arms(name):
         cfg = compose(overrides_for(name, arm, extra))
         validate(cfg, world_size=int(cfg.repro.hardware.gpus) if "debug=cpu" not in extra else 1)
+        check_points(cfg)
         out[arm] = cfg
     return out
+
+
+def check_points(cfg) -> None:
+    """Each paper number's ``at`` names a point the arms evaluate (``budget_<N>`` with N in
+    ``eval.budgets``, ``force_<N>`` with N in ``eval.force_budgets``), or ValueError naming the valid ones."""
+    valid = [f"budget_{n}" for n in cfg.eval.budgets] + [f"force_{n}" for n in cfg.eval.force_budgets]
+    for row in cfg.repro.paper_numbers:
+        at = row.get("at")
+        if at is not None and at not in valid:
+            raise ValueError(f"repro.paper_numbers: at={at!r} ({row.arm}, {row.benchmark}) is not evaluated; "
+                             f"valid: {', '.join(valid) or 'none (eval.budgets and eval.force_budgets are empty)'}")
 
 
 def describe(name: str, cfg) -> str:
@@ -125,9 +138,26 @@ def read_lines(run_dir: Path) -> dict[int, dict]:
     return merged
 
 
+POINT = re.compile(r"^eval/([^/]+)/((?:budget|force)_\d+)/acc$")  # eval.budgets' and eval.force_budgets' keys
+
+
+def change(start: dict, end: dict, prefix: str) -> dict[str, float]:
+    """acc (%) and mean tokens at the end under ``prefix`` (``eval/<set>/`` or ``eval/<set>/budget_<N>/``),
+    with their change from the start (the base model) where the start measured them."""
+    acc0, acc1 = start.get(f"{prefix}acc"), end[f"{prefix}acc"]
+    tok0, tok1 = start.get(f"{prefix}mean_tokens"), end[f"{prefix}mean_tokens"]
+    row = {"acc": 100 * acc1, "mean_tokens": tok1}
+    if acc0 is not None and tok0:
+        row.update(acc_change=100 * (acc1 - acc0), length_change_pct=100 * (tok1 / tok0 - 1))
+        row.update(start_acc=100 * acc0, start_tokens=tok0)
+    return row
+
+
 def ours(run_dir: Path) -> tuple[str, dict[str, dict[str, float]]]:
     """The arm's name and, per benchmark (the held-out split by its data set's name), acc (%), mean
-    tokens, and their change from the start (the base model) to the end."""
+    tokens, and their change from the start (the base model) to the end, at the run's own cap; and the
+    same at each further cap and forced budget of the run's ``eval`` (label ``<set> @ budget_<N>`` /
+    ``<set> @ force_<N>``, the names of metrics.jsonl; a paper number's ``at:`` picks one)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
@@ -136,16 +166,20 @@ def ours(run_dir: Path) -> tuple[str, dict[str, dict[str, float]]]:
     heldout = str(OmegaConf.select(cfg, "data.source.eval_path") or "heldout").removeprefix("builtin:")
     table: dict[str, dict[str, float]] = {}
     names = {key.split("/")[1] for key in end if key.startswith("eval/") and key.endswith("/acc")}
+    points = sorted((m[1], m[2]) for m in map(POINT.match, end) if m)
     for bench in sorted(names):
         label = heldout if bench == "heldout" else bench
-        acc0, acc1 = start.get(f"eval/{bench}/acc"), end[f"eval/{bench}/acc"]
-        tok0, tok1 = start.get(f"eval/{bench}/mean_tokens"), end[f"eval/{bench}/mean_tokens"]
-        row = {"acc": 100 * acc1, "mean_tokens": tok1}
-        if acc0 is not None and tok0:
-            row.update(acc_change=100 * (acc1 - acc0), length_change_pct=100 * (tok1 / tok0 - 1))
-            row.update(start_acc=100 * acc0, start_tokens=tok0)
-        table[label] = row
+        table[label] = change(start, end, f"eval/{bench}/")
+        for point in sorted((p for b, p in points if b == bench), key=lambda p: (p[0], int(p.split("_")[1]))):
+            table[f"{label} @ {point}"] = change(start, end, f"eval/{bench}/{point}/")
     return str(cfg.repro.arm), table
+
+
+def label_of(row) -> str:
+    """A paper number's label in ``ours``' table: its benchmark, at its ``at`` point if it names one
+    (e.g. ``at: budget_32768`` where the paper evaluates at a longer cap than the training cap)."""
+    at = row.get("at")
+    return f"{row.benchmark} @ {at}" if at else str(row.benchmark)
 
 
 def report(name: str, out: Path, seconds: float | None = None) -> Path:
@@ -166,10 +200,12 @@ def report(name: str, out: Path, seconds: float | None = None) -> Path:
     else:
         lines += ["| arm | benchmark | metric | ours | paper | where the paper prints it |", "|---|---|---|---|---|---|"]
     for row in cfg.repro.paper_numbers:
-        mine = results.get(str(row.arm), {}).get(str(row.benchmark), {}).get(str(row.metric))
+        mine = results.get(str(row.arm), {}).get(label_of(row), {}).get(str(row.metric))
         shown = "not measured" if mine is None else f"{mine:.1f}"
-        lines.append(f"| {row.arm} | {row.benchmark} | {row.metric} | {shown} | {row.value} | {row.source} |")
+        lines.append(f"| {row.arm} | {label_of(row)} | {row.metric} | {shown} | {row.value} | {row.source} |")
     lines += ["", "## Every number we measured (start = the base model before training)", "",
+              "`<set> @ budget_<N>`: at the further cap N of `eval.budgets`; `<set> @ force_<N>`: the thinking "
+              "forced to end at N (`eval.force_budgets`); the plain rows at the run's own cap.", "",
               "| arm | benchmark | acc % (start → end) | mean tokens (start → end) |", "|---|---|---|---|"]
     for arm, table in sorted(results.items()):
         for bench, row in table.items():
@@ -185,7 +221,9 @@ def report(name: str, out: Path, seconds: float | None = None) -> Path:
 
 def plot(results: dict, paper_numbers, path: Path) -> None:
     """Accuracy against mean tokens: each arm's end point per benchmark (filled), the base model's
-    (start, grey), and the paper's points where it prints both accuracy and tokens (open)."""
+    (start, grey), the curve of its further caps (solid) and forced budgets (dotted; the base model's
+    in grey: s1's budget forcing, L1's baseline), and the paper's points where it prints both accuracy
+    and tokens (open)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,12 +232,23 @@ def plot(results: dict, paper_numbers, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     for arm, table in sorted(results.items()):
         for bench, row in table.items():
+            if " @ " in bench:
+                continue
             ax.scatter(row["mean_tokens"], row["acc"], label=f"{arm} / {bench} (ours)")
             if "start_tokens" in row:
                 ax.scatter(row["start_tokens"], row["start_acc"], color="grey", marker="x")
+            for kind, style in (("budget", "-"), ("force", ":")):  # its further caps / forced budgets, a curve
+                curve = [r for b, r in table.items() if b.startswith(f"{bench} @ {kind}_")]
+                if curve:
+                    ax.plot([r["mean_tokens"] for r in curve], [r["acc"] for r in curve], style, marker=".",
+                            label=f"{arm} / {bench} ({'caps' if kind == 'budget' else 'forced'})")
+                    starts = [r for r in curve if "start_tokens" in r]
+                    if starts:
+                        ax.plot([r["start_tokens"] for r in starts], [r["start_acc"] for r in starts], style,
+                                color="grey", marker="x")
     printed: dict[tuple[str, str], dict[str, float]] = {}
     for row in paper_numbers:
-        printed.setdefault((str(row.arm), str(row.benchmark)), {})[str(row.metric)] = float(row.value)
+        printed.setdefault((str(row.arm), label_of(row)), {})[str(row.metric)] = float(row.value)
     for (arm, bench), values in sorted(printed.items()):
         if "acc" in values and "mean_tokens" in values:
             ax.scatter(values["mean_tokens"], values["acc"], facecolors="none", edgecolors="black",

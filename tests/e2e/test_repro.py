@@ -115,6 +115,37 @@ def test_a_paper_without_numbers_says_so_in_the_report(tmp_path):
     assert "The paper prints no number this setting reproduces" in text and "| m | math500 | 80.0 → 75.0 |" in text
 
 
+def test_further_caps_and_forced_budgets_are_rows_and_a_paper_number_can_name_one(tmp_path):
+    fake_arm(tmp_path / "0", "m", (0.8, 4000.0), (0.75, 1000.0))
+    config = yaml.safe_load((tmp_path / "0" / ".hydra" / "config.yaml").read_text())
+    config["repro"]["paper_numbers"][1]["at"] = "budget_16384"  # math500 acc 80, at the 16k cap
+    (tmp_path / "0" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    with (tmp_path / "0" / "metrics.jsonl").open("a") as f:  # the start's and end's further points
+        f.write(json.dumps({"step": 0, "eval/heldout/budget_16384/acc": 0.84, "eval/heldout/budget_16384/mean_tokens": 5000.0,
+                            "eval/heldout/force_512/acc": 0.30, "eval/heldout/force_512/mean_tokens": 600.0}) + "\n")
+        f.write(json.dumps({"step": 2, "eval/heldout/budget_16384/acc": 0.78, "eval/heldout/budget_16384/mean_tokens": 1200.0,
+                            "eval/heldout/force_512/acc": 0.45, "eval/heldout/force_512/mean_tokens": 580.0}) + "\n")
+    _, table = repro.ours(tmp_path / "0")
+    assert list(table) == ["gsm8k_test", "math500", "math500 @ budget_16384", "math500 @ force_512"]
+    # 16k: 78 %, 1200 tokens; -6 points; 100 * (1200/5000 - 1) = -76 %
+    assert table["math500 @ budget_16384"] == pytest.approx({"acc": 78.0, "mean_tokens": 1200.0, "acc_change": -6.0,
+                                                             "length_change_pct": -76.0, "start_acc": 84.0,
+                                                             "start_tokens": 5000.0})
+    assert table["math500 @ force_512"]["acc_change"] == pytest.approx(15.0)  # 45 - 30
+    text = repro.report("x_small", tmp_path).read_text()
+    assert "| m | math500 @ budget_16384 | acc | 78.0 | 80 | Table 1 |" in text  # not the run's own cap's 75.0
+    assert "| m | math500 @ force_512 | 30.0 → 45.0 | 600 → 580 |" in text
+
+
+def test_a_paper_number_at_a_point_the_arms_do_not_evaluate_is_one_line(capsys, tmp_path):
+    # drpo_small's numbers sit at budget_16384; with eval.budgets emptied that point is not evaluated
+    assert repro.main(["drpo_small", "--out", str(tmp_path / "out"), "eval.budgets=[]"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("rlrun-repro: error: repro.paper_numbers: at='budget_16384' (drpo, gsm8k_test) is not evaluated; "
+                   "valid: none (eval.budgets and eval.force_budgets are empty)\n")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_make_repro_small_with_debug_cpu_runs_every_arm_into_repro_md(tmp_path):
     out = tmp_path / "sweep"
