@@ -154,8 +154,11 @@ def test_make_repro_small_with_debug_cpu_runs_every_arm_into_repro_md(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     text = (out / "repro.md").read_text()
     assert text.startswith("# Reproduction: DRPO, Decoupled Reward Policy Optimization")
-    rows = [line for line in text.splitlines() if line.startswith("| drpo | gsm8k_test |")
-            or line.startswith("| grpo_lp | gsm8k_test |")]
-    assert len(rows) == 6  # 4 rows beside the paper's numbers, 2 of every number measured
+    beside = [line for line in text.splitlines() if line.split(" | ")[1:3] == ["gsm8k_test @ budget_16384", "acc_change"]
+              or line.split(" | ")[1:3] == ["gsm8k_test @ budget_16384", "length_change_pct"]]
+    assert len(beside) == 4  # the paper's 4 numbers (2 per arm), ours at 7.2's 16k cap beside them
+    measured = [line for line in text.splitlines() if line.startswith(("| drpo | gsm8k_test", "| grpo_lp | gsm8k_test"))
+                and "→" in line]
+    assert len(measured) == 4  # each arm at its training cap and at 16384
     assert "| not measured |" not in text  # every paper number has ours beside it
     assert (out / "repro.png").is_file()
