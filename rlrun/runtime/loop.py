@@ -39,8 +39,9 @@ def train_step(run, step: int) -> dict[str, float]:
     if run.loss.needs_reference:
         with timed(times, "ref_logprobs"):
             kept = kept.with_columns(ref_logp_NT=run.trainer.logprobs(kept, reference=True))
-    # One optimizer step per batch, sampled by the current weights: the update is on-policy, so
-    # pi_old's log-probs are those of the update's own forward (old_logp_NT stays None).
+    # By default one optimizer step per batch, sampled by the current weights: the update is
+    # on-policy, so pi_old's log-probs are those of the update's own forward (old_logp_NT stays
+    # None); trainer.mini_batches / epochs above 1 make it PPO's several steps (the trainer's update).
     with timed(times, "update"):
         stats = run.trainer.update(kept, run.loss)
     trained = sum(len(kept.prompt_ids[int(g)]) + len(c) for g, c in zip(kept.group_N, kept.completion_ids))

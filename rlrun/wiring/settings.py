@@ -228,6 +228,11 @@ def validate(cfg: DictConfig, world_size: int, out_dir: str = "") -> Settings:
     if settings.prompts_per_step % world_size:
         raise ConfigError(f"prompts_per_step={settings.prompts_per_step} is not divisible by the "
                           f"world size {world_size}; use a multiple of {world_size}")
+    mini = OmegaConf.select(cfg, "trainer.mini_batches", default=1)
+    if isinstance(mini, int) and mini > settings.prompts_per_step // world_size:
+        raise ConfigError(f"trainer.mini_batches={mini} is more than the {settings.prompts_per_step // world_size} "
+                          f"prompt groups of a rank (prompts_per_step={settings.prompts_per_step} over {world_size} "
+                          f"rank(s)): each mini-batch holds whole groups; use at most that many")
     for path, provided in COMPONENTS.items():
         check_component_node(path, cfg, provided)
     for path, provided in OPTIONAL.items():

@@ -1,7 +1,8 @@
 """Every algorithm, reward and curriculum option resumes exactly: 4 steps straight equal 2 steps, a
 checkpoint, fresh pieces restored from it, and 2 more steps (stateful filters, advantages, reward
 terms and curricula included). In process, scanning conf/, so a new option is covered without
-touching this file; so is a loss option that no algo takes by default (``algo/loss=...``)."""
+touching this file; so is a loss option that no algo takes by default (``algo/loss=...``), and PPO's
+mini-batches and epochs (``trainer.mini_batches``)."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ COMPANIONS = {
     "reward=l1_max": ["algo=lcpo", "algo.prompts.max_fraction=0.5"],
     "reward=overlong_soft": ["reward.terms.overlong_soft.fn.cache_tokens=64"],  # L_cache < the cap
     "reward=triangular": ["curriculum=budget_exponential"],
+    "trainer.mini_batches=2": ["trainer.epochs=2", "trainer.optim.warmup_steps=3"],  # PPO's several steps
 }
 OPTIONS = [f"{group}={p.stem}" for group in ("algo", "reward", "curriculum")
            for p in sorted((CONF / group).glob("*.yaml"))]
@@ -39,6 +41,7 @@ def algo_own_losses() -> set[str]:
 # the other loss options (conf/algo/loss/), with the default algo: algo.loss=<option> is algo/loss=<option>
 OPTIONS += [f"algo/loss={p.stem}" for p in sorted((CONF / "algo" / "loss").glob("*.yaml"))
             if p.stem not in algo_own_losses()]
+OPTIONS += ["trainer.mini_batches=2"]
 
 
 def run_to_end(overrides: list[str], out_dir: Path) -> list[dict]:

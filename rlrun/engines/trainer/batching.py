@@ -1,8 +1,9 @@
 """How the trainer lays out a micro-batch: prompts left-padded and completions right-padded into one
 tensor (``pack``), rows sorted by length into micro-batches (``micro_batches``), the step batch's
 rows of one micro-batch on the device with its per-token columns cut to the micro-batch's width
-(``columns``), and the log-softmax at the sampled tokens (``token_logp``, ``head_logp``: the output
-head per chunk, recomputed in backward).
+(``columns``), the log-softmax at the sampled tokens (``token_logp``, ``head_logp``: the output
+head per chunk, recomputed in backward), and PPO's mini-batches of whole groups (``group_parts``,
+``mean_stats``).
 """
 from __future__ import annotations
 
@@ -90,3 +91,20 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 def head_entropy(head: torch.nn.Module, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return token_entropy(head(hidden))
+
+
+def group_parts(group_N: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """``parts`` lists of row indices, whole groups each, the groups in order and split as evenly as
+    they go (``torch.tensor_split``); fewer groups than parts leaves some empty (every rank still
+    steps as often). E.g. groups (0, 0, 1, 1, 2, 2) in 2 parts: rows (0, 1, 2, 3) and (4, 5)."""
+    groups = torch.unique(group_N)
+    return [torch.isin(group_N, part).nonzero().squeeze(1) for part in torch.tensor_split(groups, parts)]
+
+
+def mean_stats(results: list[dict[str, float]]) -> dict[str, float]:
+    """The statistics of several optimizer steps of one run step: each key's mean over the steps
+    that have it, ``optim/skipped_steps`` (a count over the run) the last one's."""
+    keys = sorted(set().union(*results))
+    out = {k: sum(r[k] for r in results if k in r) / sum(k in r for r in results) for k in keys}
+    out["optim/skipped_steps"] = results[-1]["optim/skipped_steps"]
+    return out

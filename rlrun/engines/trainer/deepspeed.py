@@ -43,8 +43,8 @@ from rlrun.runtime import dist
 from rlrun.engines.model import ModelSpec, load_tokenizer
 from rlrun.engines.trainer import setup
 from rlrun.engines.chat import encode_with_system
-from rlrun.engines.trainer.batching import (chunk_rows, columns, head_entropy, head_logp, micro_batches, pack,
-                                            token_entropy, token_logp)
+from rlrun.engines.trainer.batching import (chunk_rows, columns, group_parts, head_entropy, head_logp, mean_stats,
+                                            micro_batches, pack, token_entropy, token_logp)
 from rlrun.engines.trainer.optim import OptimSettings, lr_factor
 from rlrun.engines.trainer.setup import BadUpdates  # noqa: F401 (raised here; the loop catches UpdatesFailed)
 from rlrun.types import LossNorm, StepBatch
@@ -59,6 +59,7 @@ class DeepSpeedTrainer:
     ``micro_batch_size`` rows per forward, and with ``micro_batch_tokens`` at most that many padded
     positions (rows x the longest; batching.chunk_rows); ``total_steps`` sizes the cosine schedule;
     ``deepspeed_config`` is merged over the config built here (e.g. ZeRO offload, bucket sizes).
+    ``mini_batches`` and ``epochs``: PPO's optimizer steps per run step (``update``; 1 and 1: one).
     ``skip_zero_advantage``: when the loss says a row with advantage 0 contributes exactly 0 to it
     (``loss.zero_advantage_is_zero_loss``: the clipped surrogate without KL), such rows get no
     forward or backward; the loss denominators still count them, so the gradient is the same (the
@@ -90,6 +91,8 @@ class DeepSpeedTrainer:
         precision: str = "auto",
         gradient_checkpointing: bool = False,
         reference_offload: bool = False,
+        mini_batches: int = 1,
+        epochs: int = 1,
     ) -> None:
         if zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage={zero_stage} is not one of 0, 1, 2, 3")
@@ -98,6 +101,10 @@ class DeepSpeedTrainer:
                              "must be >= 1 (micro_batch_tokens may be null: rows only)")
         if logprob_chunk < 0:
             raise ValueError(f"logprob_chunk={logprob_chunk} must be >= 0 (0 = no chunking)")
+        if mini_batches < 1 or epochs < 1:
+            raise ValueError(f"mini_batches={mini_batches} and epochs={epochs} must be >= 1 (1 and 1: one on-policy "
+                             "optimizer step per batch)")
+        self.mini_batches, self.epochs = int(mini_batches), int(epochs)
         if max_bad_steps < 0:
             raise ValueError(f"max_bad_steps={max_bad_steps} must be >= 0 (0: never stop on NaN/inf updates)")
         self.max_bad_steps = int(max_bad_steps)
@@ -138,8 +145,10 @@ class DeepSpeedTrainer:
 
     # -- construction -------------------------------------------------------------------------
     def _lr_lambda(self, step: int) -> float:
+        # the schedule counts the run's steps: the mini_batches x epochs optimizer steps of one
+        # run step share its lr (warmup_steps and the cosine's length stay in run steps)
         o = self.optim
-        return lr_factor(step, o.warmup_steps, self.total_steps, o.schedule)
+        return lr_factor(step // (self.mini_batches * self.epochs), o.warmup_steps, self.total_steps, o.schedule)
 
     def _reference_engine(self) -> Any:
         if self._reference is None:
@@ -244,6 +253,22 @@ class DeepSpeedTrainer:
 
     # -- update -------------------------------------------------------------------------------
     def update(self, batch: StepBatch, loss: Any) -> dict[str, float]:
+        """One on-policy optimizer step over ``batch`` (``_step``); with ``mini_batches`` M or ``epochs``
+        E above 1 PPO's (arXiv 1707.06347 Alg. 1; verl's ppo_mini_batch_size, ppo_epochs): π_old from one
+        no-grad forward first, then E passes over M mini-batches of whole groups (batching.group_parts),
+        a step each, each loss normalised over its mini-batch as verl's; stats: batching.mean_stats."""
+        if self.mini_batches == 1 and self.epochs == 1:
+            return self._step(batch, loss)
+        if batch.old_logp_NT is None:
+            batch = batch.with_columns(old_logp_NT=self.logprobs(batch))
+        parts = group_parts(batch.group_N, self.mini_batches)
+        sizes = dist.all_reduce_sum(torch.tensor([float(len(rows)) for rows in parts]))
+        # a part with no rows on any rank: no step (AdamW would still move), the lr's count kept
+        results = [self._step(batch.select(rows), loss) if size > 0 else self.engine.lr_scheduler.step()
+                   for _ in range(self.epochs) for rows, size in zip(parts, sizes)]
+        return mean_stats([r for r in results if r is not None])
+
+    def _step(self, batch: StepBatch, loss: Any) -> dict[str, float]:
         """One optimizer step on ``loss`` over ``batch`` (this rank's rows of the mini-batch);
         returns the loss statistics summed over micro-batches and ranks (each is already divided
         by the global denominators, so the sum is the mini-batch value), ``optim/lr`` and
