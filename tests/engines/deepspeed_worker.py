@@ -5,7 +5,8 @@ model (deepspeed_fixtures.build_tiny), OUT receives rank 0's results. The prompt
 (rank 0: prompts 0-2, rank 1: prompt 3) so that rank 1 runs empty micro-batches. For each ZeRO
 stage: one update on the rank's rows; for stage 3 also save, a second update, then a fresh trainer
 that loads the checkpoint and repeats the second update; then a ZeRO-2 update in which rank 1
-skips all its rows (zero advantages), with and without skipping. With CHUNK: only the ZeRO-3 update, with
+skips all its rows (zero advantages), with and without skipping; then a ZeRO-2 update in 2 PPO
+mini-batches (rank 1's second one empty). With CHUNK: only the ZeRO-3 update, with
 ``logprob_chunk=CHUNK``.
 """
 from __future__ import annotations
@@ -79,6 +80,8 @@ def main(root: str, out: str) -> None:
     resumed.load(os.path.join(out, "ckpt"))
     results["resumed"] = resumed.update(local_batch(resumed, seed=3), LOSS), resumed.weights()
     results["skip"] = [skipped_update(root, skip) for skip in (True, False)]
+    mini = make_trainer(root, 2, mini_batches=2)  # rank 1's one group: its second mini-batch is empty
+    results["mini"] = mini.update(local_batch(mini, seed=2), LOSS), mini.weights()
     if dist.is_main():
         torch.save(results, os.path.join(out, "results.pt"))
     dist.barrier()

@@ -73,3 +73,36 @@ def test_a_rank_that_skips_every_row_still_joins_the_reduction(run):
         assert skip_stats[key] == pytest.approx(value, abs=1e-6), key
     for key, value in full_weights.items():
         torch.testing.assert_close(skip_weights[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_two_mini_batches_over_two_ranks_are_two_plain_steps(run):
+    """trainer.mini_batches=2 on ZeRO-2: rank 0's groups (0, 1, 2) split as (0, 1) and (2), rank 1's
+    (3) as (3) and nothing; so the steps are plain torch's on prompts {0, 1, 3} then {2}, each loss
+    normalised over its own rows, from one π_old, both at run step 0's lr (warmup 1: 0.5 lr)."""
+    from deepspeed_fixtures import subset
+    from rlrun.core.losses import loss_norm
+    from rlrun.engines.trainer.optim import param_groups
+
+    spec, _, results = run
+    union = union_rollouts()
+    model = load_model(spec).eval()
+    with torch.no_grad():
+        plain = plain_logprobs(model, union)
+    full = make_batch(union, plain, plain, seed=2)
+    lr = OPTIM.lr * lr_factor(0, OPTIM.warmup_steps, 4, OPTIM.schedule)
+    adamw = torch.optim.AdamW(param_groups(model, OPTIM.weight_decay), lr=lr, betas=OPTIM.betas, eps=OPTIM.eps)
+    for prompts in ([0, 1, 3], [2]):
+        rows = [b * 2 + j for b in prompts for j in range(2)]
+        part = subset(union, prompts)
+        width = part.mask_NT.shape[1]
+        batch = part.with_columns(old_logp_NT=full.old_logp_NT[rows, :width], advantages_N=full.advantages_N[rows],
+                                  ref_logp_NT=full.ref_logp_NT[rows, :width])
+        batch.norm = loss_norm(batch.mask_NT)
+        adamw.zero_grad()
+        LOSS(plain_logprobs(model, part), batch)[0].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), OPTIM.grad_clip)
+        adamw.step()
+    stats, weights = results["mini"]
+    assert stats["optim/lr"] == pytest.approx(lr, abs=1e-12)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=1e-6, msg=key)
