@@ -36,9 +36,10 @@ def draw(rows: list[dict], forced: list[dict], path: str, names: dict[str, str])
         for p in forced:
             ax.annotate(f"N={p['budget']}", (p["mean_tokens"], p["acc"]), fontsize=7, color="grey",
                         xytext=(3, -9), textcoords="offset points")
-    for r in rows:
+    for i, r in enumerate(rows):  # ten colours, then the same colours with another marker: no two methods alike
         ax.errorbar(r["mean_tokens"], r["acc"], xerr=r.get("mean_tokens_std") or 0.0, yerr=r.get("acc_std") or 0.0,
-                    fmt="o", capsize=3, label=f"{names.get(r['method'], r['method'])} (n={len(r['seeds'])})")
+                    fmt="osD^v"[i // 10 % 5], color=f"C{i % 10}", capsize=3,
+                    label=f"{names.get(r['method'], r['method'])} (n={len(r['seeds'])})")
     ax.set_xlabel("mean response tokens (held-out, 256-token cap)")
     ax.set_ylabel("held-out accuracy (pass@1)")
     ax.set_title("make compare-embedded: end of training, mean ± std over seeds", fontsize=10)
