@@ -64,9 +64,18 @@ def random_policy(tmp_path_factory) -> ModelSpec:
 
 
 def debug_overrides(option: str) -> list[str]:
-    """Extra overrides an experiment preset needs under ``debug=cpu`` (4 completions per prompt): the
-    GFPO comparison preset keeps 8 of 16, so under debug it keeps 2 of 4."""
-    return ["algo.filter.keep=2"] if option == "compare/gfpo" else []
+    """Extra overrides an experiment preset needs under ``debug=cpu`` (2 prompts, 4 completions each):
+    the GFPO comparison preset keeps 8 of 16, so under debug it keeps 2 of 4; a reproduction preset's
+    own ``repro.debug`` list, as ``rlrun-repro ... debug=cpu`` adds it (e.g. DLER's 8 PPO mini-batches
+    become 2: one group each)."""
+    if option == "compare/gfpo":
+        return ["algo.filter.keep=2"]
+    if option.startswith("repro/"):
+        from rlrun.wiring.cli import compose
+
+        repro = compose([f"experiment={option}", "debug=cpu"]).get("repro") or {}
+        return [str(o) for o in (repro.get("debug") or [])]
+    return []
 
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR")
