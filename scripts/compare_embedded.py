@@ -143,7 +143,7 @@ def markdown(rows: list[dict], forced: list[dict] = ()) -> str:
     caps = sorted({int(k.split("/")[0][len("budget_"):]) for r in rows for k in r
                    if k.startswith("budget_") and k.endswith("/acc")})
     head = ["method", "seeds", "acc start → end", "tokens start → end", "length change %", "AES",
-            "LCPO |len − target|"]
+            "LCPO \\|len − target\\|"]
     head += [f"acc / tokens at cap {c}" for c in caps] + ["wall time / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
