@@ -17,9 +17,9 @@ PYTEST_ARGS ?=
 # others (cause not found), and a cap of 750 s once stopped a slow tier whose tests had all passed.
 FAST_LIMIT_S ?= 1400
 SLOW_LIMIT_S ?= 1600
-# The fast tier runs on TEST_WORKERS pytest-xdist workers, one torch thread each (tests/conftest.py);
-# the slow tier runs its tests one at a time (the tiny-model rebuild uses both cores), one torch
-# thread per process unless a test asks for more.
+# The fast and slow tiers run on TEST_WORKERS pytest-xdist workers, one torch thread each
+# (tests/conftest.py); the slow tier is the tiny-model rebuild on one worker and, on the other, the
+# demo's bf16-vs-fp32 check and the first ZeRO-3 offload run (it compiles DeepSpeed's CPU Adam).
 TEST_WORKERS ?= 2
 GPU_LIMIT_S ?= 900
 SLURM_LIMIT_S ?= 450
@@ -52,7 +52,8 @@ test-fast: $(STAMP)
 	$(TIER) fast $(FAST_LIMIT_S) -m "not slow and not gpu and not slurm and not vllm" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	OMP_NUM_THREADS=1 $(TIER) slow $(SLOW_LIMIT_S) -m "slow and not gpu and not slurm and not vllm" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(TIER) slow $(SLOW_LIMIT_S) -m "slow and not gpu and not slurm and not vllm" \
+		-n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## test-slurm: rlrun on a real one-node SLURM cluster; as root it installs and starts one first
 ## (scripts/slurm-up.sh); without root and without a cluster its tests are skipped, and it says so

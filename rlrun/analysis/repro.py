@@ -14,8 +14,8 @@ measurement as ``rlrun-eval``, on the run's rollout engine and ranks).
 
 ``--dry-run`` prints the hardware and each arm's full composed config, runs nothing. With
 ``debug=cpu`` among the overrides (``make repro-drpo-small debug=cpu``) every arm runs 2 steps on the
-tiny model, its generations capped at ``DEBUG_CAP`` tokens and ``DEBUG_SAMPLES`` evaluation samples
-per question, plus the arm's own ``repro.debug`` overrides (the sizes that cannot fit a 2-step run
+tiny model, its generations capped at ``DEBUG_CAP`` tokens, ``DEBUG_PROBLEMS`` questions of each
+evaluation set and ``DEBUG_SAMPLES`` samples per question, plus the arm's own ``repro.debug`` overrides (the sizes that cannot fit a 2-step run
 of 4 samples a prompt, e.g. GFPO's k, a monitor set); each arm then runs as its own process: the same rewards, curricula, filters and
 evaluation code, in minutes on a CPU.
 """
@@ -32,6 +32,9 @@ from pathlib import Path
 
 DEBUG_CAP = 32  # new tokens per completion when debug=cpu is given (the tiny model, not the paper's)
 DEBUG_SAMPLES = 2  # evaluation samples per question under debug=cpu (still avg@k and pass@k, at 2)
+# questions per evaluation set under debug=cpu (with debug=cpu's own 8, evaluation took 24 of DRPO's 33 s:
+# the first 8 questions of the real benchmarks average 180-450 characters, each a token of the tiny model)
+DEBUG_PROBLEMS = 2
 
 
 def repro_dir() -> Path:
@@ -51,11 +54,11 @@ def arms(name: str) -> list[str]:
 
 
 def debug_overrides(extra: list[str]) -> list[str]:
-    """What ``debug=cpu`` adds to every reproduction: short generations, 2 evaluation samples (and
-    ``overrides_for`` the same for each set of ``eval.samples_by_set``)."""
+    """What ``debug=cpu`` adds to every reproduction: short generations, 2 questions of each evaluation
+    set, 2 samples each (and ``overrides_for`` the same for each set of ``eval.samples_by_set``)."""
     if "debug=cpu" not in extra:
         return []
-    return [f"rollout.max_new_tokens={DEBUG_CAP}", f"eval.samples={DEBUG_SAMPLES}"]
+    return [f"rollout.max_new_tokens={DEBUG_CAP}", f"eval.problems={DEBUG_PROBLEMS}", f"eval.samples={DEBUG_SAMPLES}"]
 
 
 def overrides_for(name: str, arm: str, extra: list[str]) -> list[str]:

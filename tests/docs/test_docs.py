@@ -245,7 +245,6 @@ def test_enough_commands_are_marked():
     assert 10 <= sum(len(b.commands) for b in BLOCKS) <= 30, [b.where for b in BLOCKS]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.where for b in BLOCKS])
 def test_marked_commands_run(block: Block, tmp_path):
     """Each block in its own temporary directory (runs write outputs/ there), commands in order."""

@@ -17,9 +17,9 @@ from rlrun.wiring.cli import compose
 from rlrun.wiring.build import build_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-SLOW = {("trainer", "zero3_offload")}
-# debug=cpu samples 4 completions per prompt: a preset that keeps k of G' = 16 must keep fewer
-DEBUG_EXTRA = {("experiment", "compare/gfpo"): ["algo.filter.keep=2"]}  # first use compiles DeepSpeed's CPU Adam (~3 min)
+# the first run of trainer=zero3_offload on a machine compiles DeepSpeed's CPU Adam (~70 s): the slow
+# tier, beside the demo's precision check on one worker while the other rebuilds the tiny model
+SLOW = {("trainer", "zero3_offload"): [pytest.mark.slow, pytest.mark.xdist_group("beside_the_rebuild")]}
 
 
 def real_model_presets() -> dict[str, str]:
@@ -49,8 +49,7 @@ def options():
                 continue  # needs .venv-vllm: `rlrun debug=cpu rollout=vllm` runs in tests/engines/test_rollout_vllm.py
             if group == "model" and option not in ("hf", "tiny", "tiny_compare") and option not in REAL:
                 continue  # a real model preset whose chat format another one runs (REAL)
-            marks = [pytest.mark.slow] if (group, option) in SLOW else []
-            yield pytest.param(group, option, marks=marks, id=f"{group}={option}")
+            yield pytest.param(group, option, marks=SLOW.get((group, option), []), id=f"{group}={option}")
 
 
 @pytest.mark.parametrize("group,option", list(options()))

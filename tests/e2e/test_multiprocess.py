@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
-
 from conftest import child_env
 
 
@@ -45,7 +43,6 @@ def test_torchrun_two_processes_zero3(tmp_path):
     check_run_dir(tmp_path / "run")
 
 
-@pytest.mark.slow
 def test_deepspeed_launcher_two_processes_zero3(tmp_path):
     launcher = shutil.which("deepspeed", path=os.path.dirname(sys.executable))
     launch([launcher, "--num_gpus", "2", "--master_port", str(free_port()), "--module", "rlrun"], tmp_path / "run")

@@ -146,7 +146,6 @@ def test_a_paper_number_at_a_point_the_arms_do_not_evaluate_is_one_line(capsys, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_make_repro_small_with_debug_cpu_runs_every_arm_into_repro_md(tmp_path):
     out = tmp_path / "sweep"
     done = subprocess.run(["make", "--no-print-directory", "repro-drpo-small", "debug=cpu", f"REPRO_ARGS=--out {out}"],
