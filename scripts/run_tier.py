@@ -17,6 +17,8 @@ tier either finishes or fails:
   start plus ``TEST_BUDGET_S``): a tier gets at most the time left to it, and fails the same way
   when that runs out (``tier vllm ran out of time of make test's time budget (TEST_BUDGET_S) after
   212 s while ...``); a tier that would start after it fails at once.
+* The tier's processes find the venv's bin dir first on PATH (:func:`venv_first`), as in an
+  activated venv: the same ``ninja`` builds DeepSpeed's CPU ops in every one of them.
 * A tier that collects no tests (pytest exit 5) fails (exit 1): a selection that runs nothing
   passes nothing.
 * A tier whose every test is skipped passes, and says so with the reasons (``make test-gpu`` without
@@ -136,6 +138,19 @@ def kill_all(group: int) -> None:
             time.sleep(0.05)
 
 
+def venv_first() -> dict[str, str]:
+    """This environment with the interpreter's bin dir first on PATH, as in an activated venv, so that
+    every process of the tier runs the venv's own tools. It matters for ``ninja``: torch builds
+    DeepSpeed's CPU ops (shm comm, CPU Adam) with the first ``ninja`` on PATH, and the venv's (1.13)
+    and a system one (Debian's 1.11) each take the other's build log for stale: before this, tests
+    that ran ``rlrun`` through the venv's bin dir and tests that ran ``python -m rlrun`` took turns
+    rebuilding the shm op (~40 s each, every DeepSpeed start waiting on its lock), about a dozen times in
+    one fast tier, and one rebuild ran inside a test's 1 MiB file-size limit and failed that test."""
+    bin_dir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a link to the base one
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": bin_dir + (os.pathsep + path if path else "")}
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 1 and argv[0] == "--child":
         return child(argv[1], argv[2], argv[3:])
@@ -164,7 +179,7 @@ def main(argv: list[str]) -> int:
             f.write("starting pytest")
         sys.stdout.flush()
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", state, tier, *args],
-                                start_new_session=True)
+                                start_new_session=True, env=venv_first())
         deadline = time.monotonic() + limit
         rc = None
         while rc is None and not stop and time.monotonic() < deadline:
