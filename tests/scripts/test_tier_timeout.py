@@ -38,12 +38,22 @@ def test_sleeps_too():
 @pytest.mark.skipif(True, reason="needs a CUDA GPU (make test-gpu)")
 def test_skipped():
     pass
+
+
+def test_venv_first():
+    import os, shutil, sys
+    here = os.path.dirname(sys.executable)
+    assert os.environ["PATH"].split(os.pathsep)[0] == here, os.environ["PATH"]
+    assert shutil.which("ninja") == os.path.join(here, "ninja")
 '''
 
 
-def run_tier(tmp_path: Path, limit: str, *pytest_args: str, deadline: float | None = None) -> tuple[int, str, float]:
+def run_tier(tmp_path: Path, limit: str, *pytest_args: str, deadline: float | None = None,
+             path: str | None = None) -> tuple[int, str, float]:
     (tmp_path / "test_tiny.py").write_text(TESTS)
     env = {k: v for k, v in os.environ.items() if k != "RLRUN_TEST_DEADLINE"}
+    if path is not None:
+        env["PATH"] = path
     if deadline is not None:
         env["RLRUN_TEST_DEADLINE"] = str(deadline)
     began = time.monotonic()
@@ -95,6 +105,15 @@ def test_a_tier_whose_tests_are_all_skipped_passes_and_says_why(tmp_path):
     rc, out, _ = run_tier(tmp_path, "60", "-k", "skipped")
     assert rc == 0, out
     assert "tier demo: all 1 collected tests were skipped: needs a CUDA GPU (make test-gpu)" in out
+
+
+def test_the_tiers_processes_find_the_venvs_tools_first(tmp_path):
+    """Called as `.venv/bin/python scripts/run_tier.py` (no venv activated, /usr/bin/ninja first on
+    PATH), the tier's tests still find the venv's ninja first: DeepSpeed's CPU ops are built by one
+    ninja, not rebuilt by turns (scripts/run_tier.py's venv_first)."""
+    rc, out, _ = run_tier(tmp_path, "60", "-k", "venv_first", path="/usr/bin:/bin")
+    assert rc == 0, out
+    assert "1 passed" in out
 
 
 def test_under_xdist_the_line_names_every_running_test(tmp_path):
