@@ -15,9 +15,10 @@ measurement as ``rlrun-eval``, on the run's rollout engine and ranks).
 ``--dry-run`` prints the hardware and each arm's full composed config, runs nothing. With
 ``debug=cpu`` among the overrides (``make repro-drpo-small debug=cpu``) every arm runs 2 steps on the
 tiny model, its generations capped at ``DEBUG_CAP`` tokens, ``DEBUG_PROBLEMS`` questions of each
-evaluation set and ``DEBUG_SAMPLES`` samples per question, plus the arm's own ``repro.debug`` overrides (the sizes that cannot fit a 2-step run
-of 4 samples a prompt, e.g. GFPO's k, a monitor set); each arm then runs as its own process: the same rewards, curricula, filters and
-evaluation code, in minutes on a CPU.
+evaluation set and ``DEBUG_SAMPLES`` samples per question, plus the arm's own ``repro.debug``
+overrides (the sizes that cannot fit a 2-step run of 4 samples a prompt, e.g. GFPO's k, a monitor
+set); each arm then runs as its own process: the same rewards, curricula, filters and evaluation
+code, in minutes on a CPU.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def debug_overrides(extra: list[str]) -> list[str]:
     set, 2 samples each (and ``overrides_for`` the same for each set of ``eval.samples_by_set``)."""
     if "debug=cpu" not in extra:
         return []
-    return [f"rollout.max_new_tokens={DEBUG_CAP}", f"eval.problems={DEBUG_PROBLEMS}", f"eval.samples={DEBUG_SAMPLES}"]
+    return [f"rollout.max_new_tokens={DEBUG_CAP}", f"eval.problems={DEBUG_PROBLEMS}",
+            f"eval.samples={DEBUG_SAMPLES}"]
 
 
 def overrides_for(name: str, arm: str, extra: list[str]) -> list[str]:
