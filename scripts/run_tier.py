@@ -144,8 +144,8 @@ def venv_first() -> dict[str, str]:
     DeepSpeed's CPU ops (shm comm, CPU Adam) with the first ``ninja`` on PATH, and the venv's (1.13)
     and a system one (Debian's 1.11) each take the other's build log for stale: before this, tests
     that ran ``rlrun`` through the venv's bin dir and tests that ran ``python -m rlrun`` took turns
-    rebuilding the shm op (~40 s each, every DeepSpeed start waiting on its lock), about a dozen times in
-    one fast tier, and one rebuild ran inside a test's 1 MiB file-size limit and failed that test."""
+    rebuilding the shm op (~40 s each, every DeepSpeed start waiting on its lock), at least 6 times
+    in one fast tier (the venv ninja's own log; the other's builds come on top), and one rebuild ran inside a test's 1 MiB file-size limit and failed that test."""
     bin_dir = os.path.dirname(sys.executable)  # not resolved: a venv's python is a link to the base one
     path = os.environ.get("PATH", "")
     return {**os.environ, "PATH": bin_dir + (os.pathsep + path if path else "")}

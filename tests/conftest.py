@@ -17,6 +17,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def threads_alone(count: int = 2) -> int:
+    """Torch threads for a test that uses ``count`` cores when run alone: one under pytest-xdist, where
+    the other worker has the other core (`make test-slow`: the rebuild beside the bf16 demo)."""
+    return 1 if os.environ.get("PYTEST_XDIST_WORKER") else count
+
+
 def load_script(name: str):
     """scripts/<name> imported as a module (the scripts are not a package), for their tests."""
     import importlib.util

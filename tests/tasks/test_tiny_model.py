@@ -3,12 +3,12 @@ hub model, and (slow) that a rebuild with the recipe's schedule compressed into 
 examples learns the task (≥ 75 % held-out accuracy at T=1.0; measured 82.8 %)."""
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import pytest
 import torch
 
+from conftest import threads_alone
 from rlrun.engines.model import ModelSpec, load_model, load_tokenizer
 from rlrun.engines.rollout.hf import HFRollout
 from rlrun.tasks import tiny_model
@@ -133,7 +133,7 @@ SHORT_BUILD = SFTConfig(steps=500, batch_size=32)
 def test_a_rebuild_with_a_compressed_schedule_learns_the_task(tmp_path):
     """Both cores when run alone; one under `make test`'s slow tier, whose second worker trains the demo."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+    torch.set_num_threads(threads_alone())
     try:
         record = tiny_model.build(tmp_path, SHORT_BUILD)
     finally:
